@@ -1,0 +1,57 @@
+"""Audio in: decode any supported file to 16 kHz mono and cut it into 2 s windows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from hear_features.audio.decode import (
+    SAMPLE_RATE,
+    AudioInfo,
+    AudioLimits,
+    AudioSource,
+    iter_blocks,
+    probe,
+    read_all,
+    source_name,
+)
+from hear_features.audio.windows import (
+    CLIP_SAMPLES,
+    Event,
+    Window,
+    WindowConfig,
+    event_windows,
+    fixed_windows,
+    pick_events,
+    rms_db,
+)
+
+__all__ = [
+    "CLIP_SAMPLES",
+    "SAMPLE_RATE",
+    "AudioInfo",
+    "AudioLimits",
+    "AudioSource",
+    "Event",
+    "Window",
+    "WindowConfig",
+    "iter_blocks",
+    "iter_windows",
+    "pick_events",
+    "probe",
+    "read_all",
+    "rms_db",
+    "source_name",
+]
+
+
+def iter_windows(
+    source: AudioSource,
+    config: WindowConfig | None = None,
+    limits: AudioLimits | None = None,
+) -> Iterator[Window]:
+    """Decode ``source`` block by block and yield its 2 s windows as ``config`` says."""
+    config = config or WindowConfig()
+    if config.mode == "event":
+        yield from event_windows(lambda: iter_blocks(source, limits), config)
+    else:
+        yield from fixed_windows(iter_blocks(source, limits), config)

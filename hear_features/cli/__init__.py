@@ -1,0 +1,20 @@
+"""The ``hear-features`` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import typer
+
+from hear_features.cli import demo, encode
+
+app = typer.Typer(
+    name="hear-features",
+    help="A feature store and similarity search for HeAR embeddings of cough and breath sounds.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("make-standin")(encode.make_standin)
+app.command("embed")(encode.embed)
+app.command("demo")(demo.demo)
+
+__all__ = ["app"]

@@ -1,0 +1,127 @@
+"""Recordings -> clips: find audio files, name them by content, and cut them into windows.
+
+A recording's id is derived from its bytes (SHA-256), and a clip's id from that and the
+window's offset, so the same audio gets the same ids wherever and whenever it is read.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hear_features.audio import AudioLimits, WindowConfig, iter_windows
+from hear_features.errors import AudioError
+
+#: File name endings that folder and glob discovery treat as audio.
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3"})
+
+
+@dataclass(frozen=True)
+class ClipRef:
+    """Where a clip comes from; its samples travel separately (they are large)."""
+
+    clip_id: str
+    recording_id: str
+    audio_uri: str
+    offset_s: float
+    rms_db: float
+
+
+@dataclass(frozen=True)
+class SourceProblem:
+    """An input that could not be used, and why, for the end-of-run report."""
+
+    source: str
+    problem: str
+
+
+def content_hash(path: Path) -> str:
+    """Full SHA-256 hex digest of a file's bytes."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as exc:
+        raise AudioError(path, f"cannot be read: {exc.strerror or exc}") from exc
+
+
+def recording_id_for(digest: str) -> str:
+    """A recording id: the first 16 hex digits (64 bits) of its content hash."""
+    return digest[:16]
+
+
+def clip_id_for(recording_id: str, offset_s: float) -> str:
+    """A clip id: recording id plus the window's offset in milliseconds."""
+    return f"{recording_id}-{round(offset_s * 1000):08d}"
+
+
+def discover_audio(inputs: Iterable[str]) -> tuple[list[Path], list[SourceProblem]]:
+    """Expand files, folders (recursively) and glob patterns into audio file paths.
+
+    Folders are walked without following symbolic links to folders, so a link loop
+    cannot trap the walk; files that are links are kept and checked when read.
+    Inputs that match nothing are reported, not silently dropped.
+    """
+    found: list[Path] = []
+    problems: list[SourceProblem] = []
+    seen: set[str] = set()
+
+    def add(path: Path) -> None:
+        key = os.path.abspath(path)
+        if key not in seen:
+            seen.add(key)
+            found.append(path)
+
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(_walk_audio(path))
+            if not files:
+                problems.append(SourceProblem(item, "folder holds no .wav/.flac/.ogg/.mp3 files"))
+            for f in files:
+                add(f)
+        elif glob.has_magic(item):
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
+            matches = [m for m in matches if m.suffix.lower() in AUDIO_EXTENSIONS and m.is_file()]
+            if not matches:
+                problems.append(SourceProblem(item, "pattern matches no audio files"))
+            for m in matches:
+                add(m)
+        elif path.exists() or path.is_symlink():
+            add(path)
+        else:
+            problems.append(SourceProblem(item, "no such file or folder"))
+    return found, problems
+
+
+def _walk_audio(root: Path) -> Iterator[Path]:
+    for folder, _dirs, files in os.walk(root, followlinks=False):
+        for name in files:
+            if Path(name).suffix.lower() in AUDIO_EXTENSIONS:
+                yield Path(folder) / name
+
+
+def iter_clips(
+    path: Path,
+    config: WindowConfig | None = None,
+    limits: AudioLimits | None = None,
+    *,
+    digest: str | None = None,
+) -> Iterator[tuple[ClipRef, np.ndarray]]:
+    """Yield each window of ``path`` with its ids; ``digest`` skips re-hashing the file."""
+    recording_id = recording_id_for(digest or content_hash(path))
+    uri = os.path.abspath(path)
+    for window in iter_windows(path, config, limits):
+        ref = ClipRef(
+            clip_id=clip_id_for(recording_id, window.offset_s),
+            recording_id=recording_id,
+            audio_uri=uri,
+            offset_s=window.offset_s,
+            rms_db=window.rms_db,
+        )
+        yield ref, window.samples
