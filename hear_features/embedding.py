@@ -53,6 +53,9 @@ class RecordingEmbeddings:
         return np.stack([v for v in self.vectors if v is not None]).astype(np.float32, copy=False)
 
 
+ClipSource = Callable[[Path], Iterable[tuple[ClipRef, np.ndarray]]]
+
+
 def embed_recordings(
     paths: Iterable[Path],
     encoder: Encoder,
@@ -60,14 +63,22 @@ def embed_recordings(
     batch_size: int = 64,
     window_config: WindowConfig | None = None,
     limits: AudioLimits | None = None,
+    clips_of: ClipSource | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> Iterator[RecordingEmbeddings]:
-    """Embed every window of every path; yield one result per path, in order.
+    """Embed the clips of every path; yield one result per path, in order.
 
+    By default a path's clips are all its windows (``window_config``, ``limits``);
+    ``clips_of(path)`` replaces that, for example with clips at registered offsets.
     ``on_batch(n)`` is called after each encoder call with the number of clips it
-    embedded (for progress bars). Audio problems are captured per recording in
-    :attr:`RecordingEmbeddings.error`; other exceptions propagate.
+    embedded (for progress bars). Problems we know (bad audio) are captured per
+    recording in :attr:`RecordingEmbeddings.error`; other exceptions propagate.
     """
+    if clips_of is None:
+
+        def clips_of(path: Path) -> Iterable[tuple[ClipRef, np.ndarray]]:
+            return iter_clips(path, window_config, limits)
+
     queue: list[tuple[RecordingEmbeddings, int, np.ndarray]] = []
     in_flight: list[RecordingEmbeddings] = []
 
@@ -89,7 +100,7 @@ def embed_recordings(
         rec = RecordingEmbeddings(source=str(path))
         in_flight.append(rec)
         try:
-            for ref, samples in iter_clips(path, window_config, limits):
+            for ref, samples in clips_of(path):
                 rec.clips.append(ref)
                 rec.vectors.append(None)
                 queue.append((rec, len(rec.clips) - 1, samples))

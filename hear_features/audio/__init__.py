@@ -14,11 +14,13 @@ from hear_features.audio.decode import (
     read_all,
     source_name,
 )
+from hear_features.audio.samples import clip_from_samples
 from hear_features.audio.windows import (
     CLIP_SAMPLES,
     Event,
     Window,
     WindowConfig,
+    WindowCutter,
     event_windows,
     fixed_windows,
     pick_events,
@@ -34,6 +36,7 @@ __all__ = [
     "Event",
     "Window",
     "WindowConfig",
+    "clip_from_samples",
     "iter_blocks",
     "iter_windows",
     "pick_events",
@@ -41,7 +44,24 @@ __all__ = [
     "read_all",
     "rms_db",
     "source_name",
+    "windows_at",
 ]
+
+
+def windows_at(
+    source: AudioSource, starts: list[int], limits: AudioLimits | None = None
+) -> Iterator[Window]:
+    """The 2 s windows of ``source`` starting at the given sample offsets (16 kHz).
+
+    For clips registered earlier: the offsets come from the registration table, and
+    windows past the end of the audio are zero-padded as they were when registered.
+    """
+    cutter = WindowCutter(iter(sorted(set(starts))))
+    for block in iter_blocks(source, limits):
+        for start, samples in cutter.feed(block):
+            yield Window(start, samples, rms_db(samples))
+    for start, samples in cutter.finish(lambda start, total: True):
+        yield Window(start, samples, rms_db(samples))
 
 
 def iter_windows(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from hear_features.cli import demo, encode
+from hear_features.cli import demo, encode, store
 
 app = typer.Typer(
     name="hear-features",
@@ -15,6 +15,9 @@ app = typer.Typer(
 )
 app.command("make-standin")(encode.make_standin)
 app.command("embed")(encode.embed)
+app.command("register")(store.register)
+app.command("training-set")(store.training_set)
+app.command("more-like")(store.more_like)
 app.command("demo")(demo.demo)
 
 __all__ = ["app"]
