@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,3 +70,46 @@ def encoder(standin_dir: Path):  # type: ignore[no-untyped-def]
     from hear_features.encoders.resolve import local_model
 
     return HearEncoder(local_model(standin_dir), batch_size=16, device="cpu")
+
+
+# ---- Feast repositories -------------------------------------------------------------
+
+REPO_TEMPLATE = Path(__file__).resolve().parents[1] / "feature_repo"
+FEAST = Path(sys.executable).with_name("feast")
+
+
+def make_repo(target: Path, model: str | Path) -> Path:
+    """A copy of feature_repo/ (definitions + yaml) in ``target`` using ``model``."""
+    import yaml
+
+    target.mkdir(parents=True)
+    for path in REPO_TEMPLATE.glob("*.py"):
+        shutil.copy2(path, target / path.name)
+    config = yaml.safe_load((REPO_TEMPLATE / "feature_store.yaml").read_text())
+    config["batch_engine"]["model"] = str(model)
+    (target / "feature_store.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return target
+
+
+def feast(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the real `feast` CLI of this environment in ``repo``."""
+    env = {k: v for k, v in os.environ.items() if k != "HEAR_MODEL"}
+    proc = subprocess.run(
+        [str(FEAST), *args], cwd=repo, capture_output=True, text=True, timeout=600, env=env
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"feast {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def hear_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed `hear-features` CLI in a subprocess."""
+    env = {k: v for k, v in os.environ.items() if k != "HEAR_MODEL"}
+    return subprocess.run(
+        [sys.executable, "-m", "hear_features", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )

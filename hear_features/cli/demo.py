@@ -186,7 +186,8 @@ def show_training_set(store: FeatureStore, workdir: Path) -> None:
     has = frame["embedding"].notna()
     console.print(
         f"{len(frame)} rows -> {out}: {int(has.sum())} with an embedding; "
-        f"the 5 rows asked for a year ago have {int(has.iloc[len(ids) :].sum())} (the clips did not exist yet)"
+        f"the 5 rows asked for a year ago have {int(has.iloc[len(ids) :].sum())} "
+        "(the clips were not registered yet)"
     )
     counts = frame[has]["label"].value_counts().to_dict()
     console.print(

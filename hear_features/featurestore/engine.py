@@ -230,9 +230,6 @@ class HearEngine(LocalComputeEngine):
 
         vectors = _latest_vectors(emb)
         missing = _clips_to_compute(pending, vectors)
-        stats.reused = pending.num_rows - sum(
-            1 for c in pending["clip_id"].to_pylist() if c in missing
-        )
         problems: list[tuple[str, str]] = []
         if missing:
             computed, problems = self._compute(missing, task)
@@ -241,6 +238,9 @@ class HearEngine(LocalComputeEngine):
         done = pa.array([c in vectors for c in pending["clip_id"].to_pylist()], pa.bool_())
         ready = pending.filter(done)
         stats.failed = pending.num_rows - ready.num_rows
+        # Rows that got a vector without an encoder call of their own: a stored clip
+        # registered again, or a clip with several registrations in this run.
+        stats.reused = ready.num_rows - stats.embedded
         if ready.num_rows:
             emb = append_rows(
                 embeddings, _embedding_rows(ready, vectors, model_id), EMBEDDING_SCHEMA

@@ -1,0 +1,450 @@
+"""The whole Feast workflow with the real `feast` CLI in a subprocess, in temp repositories.
+
+register -> feast apply -> feast materialize -> online and historical reads, the
+on-demand transformations, the model guard and the recovery of rows stranded offline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from hear_features.audio import SAMPLE_RATE, clip_from_samples, windows_at
+from hear_features.encoders import HearEncoder, build_standin
+from hear_features.featurestore.repo import open_store, tables
+from hear_features.synthetic import cough, write_corpus
+from tests.conftest import feast, hear_cli, make_repo, noise
+
+pytestmark = pytest.mark.slow
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+T1 = NOW - dt.timedelta(days=20)
+T2 = NOW - dt.timedelta(days=10)
+T3 = NOW - dt.timedelta(days=5)
+
+
+def iso(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def end_time() -> str:
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def state(repo: Path) -> dict:
+    return json.loads((repo / "data" / "embeddings.parquet.state.json").read_text())
+
+
+def register(repo: Path, *args: str) -> None:
+    proc = hear_cli("register", *args, "--repo", str(repo))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@dataclass
+class Workflow:
+    repo: Path
+    corpus: Path
+    changed: str  # audio path whose label changes at T2
+    late: Path  # recording first registered at T3
+    first: str  # output of the first materialize
+    second: str  # output of the second
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory: pytest.TempPathFactory, standin_dir: Path) -> Workflow:
+    root = tmp_path_factory.mktemp("workflow")
+    corpus = root / "corpus"
+    items = write_corpus(corpus, subjects=2, per_label=1, seed=3)
+    repo = make_repo(root / "repo", standin_dir)
+    register(repo, str(corpus / "manifest.csv"), "--timestamp", iso(T1))
+
+    changed = items[0]  # subject 0's cough
+    assert changed.label == "cough"
+    relabel = root / "relabel.csv"
+    relabel.write_text(
+        f"path,label,subject_id,dataset,device\n{changed.path},cough-wet,subject-0,synthetic,simulated\n"
+    )
+    register(repo, str(relabel), "--timestamp", iso(T2))
+
+    late = root / "late" / "late_cough.wav"
+    late.parent.mkdir()
+    sf.write(late, cough(np.random.default_rng(42), 16_000, subject=1).astype(np.float32), 16_000)
+    register(repo, str(late), "--label", "cough", "--subject", "subject-9", "--timestamp", iso(T3))
+
+    feast(repo, "apply")
+    first = feast(repo, "materialize-incremental", end_time()).stdout
+    second = feast(repo, "materialize-incremental", end_time()).stdout
+    return Workflow(repo, corpus, str(changed.path), late, first, second)
+
+
+def registrations(repo: Path) -> pa.Table:
+    return pq.read_table(repo / "data" / "registrations.parquet")
+
+
+def test_materialize_embeds_each_clip_once(workflow: Workflow) -> None:
+    reg = registrations(workflow.repo)
+    clips = len(set(reg["clip_id"].to_pylist()))
+    assert reg.num_rows > clips  # the relabelled clip has two registrations
+    st = state(workflow.repo)
+    assert st["embedded_total"] == clips
+    assert st["last_run"]["embedded"] == 0
+    assert st["last_run"]["already_stored"] == reg.num_rows
+    assert f"embedded {clips} clips" in workflow.first
+    assert f"reused {reg.num_rows - clips}" in workflow.first
+    assert "embedded 0 clips" in workflow.second
+    emb = pq.read_table(workflow.repo / "data" / "embeddings.parquet")
+    assert emb.num_rows == reg.num_rows
+    assert set(emb["model_id"].to_pylist()) == {"hear-features/standin@v1-seed0"}
+
+
+def test_online_vector_equals_offline_and_a_direct_encoder_call(
+    workflow: Workflow, encoder: HearEncoder
+) -> None:
+    store = open_store(workflow.repo)
+    emb = pq.read_table(workflow.repo / "data" / "embeddings.parquet").to_pylist()
+    row = next(r for r in emb if r["offset_s"] > 0)  # a window that is not the first
+    online = store.get_online_features(
+        features=["cough_embeddings:embedding", "cough_embeddings:model_id"],
+        entity_rows=[{"clip_id": row["clip_id"]}],
+    ).to_dict()
+    window = next(windows_at(row["audio_uri"], [round(row["offset_s"] * SAMPLE_RATE)]))
+    direct = encoder.encode(window.samples[None, :])[0]
+    np.testing.assert_allclose(online["embedding"][0], row["embedding"], atol=1e-6)
+    np.testing.assert_allclose(row["embedding"], direct, atol=1e-5)
+    assert online["model_id"] == [encoder.model_id]
+
+
+def test_historical_reads_are_point_in_time_correct(workflow: Workflow) -> None:
+    store = open_store(workflow.repo)
+    reg = registrations(workflow.repo).to_pylist()
+    changed = next(
+        r["clip_id"] for r in reg if r["audio_uri"] == str(Path(workflow.changed).resolve())
+    )
+    late = next(r["clip_id"] for r in reg if r["audio_uri"] == str(workflow.late.resolve()))
+    day = dt.timedelta(days=1)
+    rows = [
+        (changed, T1 - day),  # before anything was registered
+        (changed, T1 + day),  # first version
+        (changed, T2 + day),  # relabelled
+        (late, T2 + day),  # not registered yet
+        (late, T3 + day),
+    ]
+    entities = pd.DataFrame(
+        {"clip_id": [c for c, _ in rows], "event_timestamp": [t for _, t in rows]}
+    )
+    from hear_features.featurestore.training import training_set
+
+    frame = training_set(store, entities)
+    assert frame["clip_id"].tolist() == [c for c, _ in rows]  # input order kept
+    assert frame["label"].tolist()[1:3] == ["cough", "cough-wet"]
+    present = frame["embedding"].notna().tolist()
+    assert present == [False, True, True, False, True]
+    assert len(frame["embedding"].iloc[4]) == 512
+
+
+def test_request_time_audio_is_embedded_on_read(workflow: Workflow, encoder: HearEncoder) -> None:
+    store = open_store(workflow.repo)
+    samples = noise(1.5, 22_050, seed=11)
+    out = store.get_online_features(
+        features=["hear_embedding:embedding", "hear_embedding:model_id"],
+        entity_rows=[{"clip_id": "not-stored", "audio": samples.tolist(), "sample_rate": 22_050}],
+    ).to_dict()
+    expected = encoder.encode(clip_from_samples(samples, 22_050)[None, :])[0]
+    np.testing.assert_allclose(out["embedding"][0], expected, atol=1e-5)
+    assert out["model_id"] == [encoder.model_id]
+
+
+def test_request_audio_that_is_too_long_is_refused(workflow: Workflow) -> None:
+    store = open_store(workflow.repo)
+    with pytest.raises(Exception, match=r"is 3.00 s long; one clip is at most 2 s"):
+        store.get_online_features(
+            features=["hear_embedding:embedding"],
+            entity_rows=[
+                {"clip_id": "x", "audio": noise(3, 16_000).tolist(), "sample_rate": 16_000}
+            ],
+        )
+
+
+def test_writing_a_new_clip_transforms_it_on_write(
+    workflow: Workflow, encoder: HearEncoder
+) -> None:
+    store = open_store(workflow.repo)
+    samples = noise(2.0, 16_000, seed=12)
+    frame = pd.DataFrame(
+        {
+            "clip_id": ["pushed-clip"],
+            "audio": [samples.tolist()],
+            "sample_rate": [16_000],
+            "event_timestamp": [pd.Timestamp.now(tz="UTC")],
+        }
+    )
+    store.write_to_online_store("hear_embedding_on_write", frame)
+    out = store.get_online_features(
+        features=["hear_embedding_on_write:embedding", "hear_embedding_on_write:model_id"],
+        entity_rows=[{"clip_id": "pushed-clip"}],
+    ).to_dict()
+    np.testing.assert_allclose(out["embedding"][0], encoder.encode(samples[None, :])[0], atol=1e-5)
+    assert out["model_id"] == [encoder.model_id]
+
+
+def test_duckdb_sql_over_the_offline_parquet(workflow: Workflow) -> None:
+    path = workflow.repo / "data" / "embeddings.parquet"
+    counts = dict(
+        duckdb.execute(
+            f"SELECT label, count(DISTINCT clip_id) FROM read_parquet('{path}') GROUP BY label"
+        ).fetchall()
+    )
+    reg = registrations(workflow.repo).to_pandas()
+    expected = reg.groupby("label")["clip_id"].nunique().to_dict()
+    assert counts == expected
+    dims = duckdb.execute(f"SELECT DISTINCT len(embedding) FROM read_parquet('{path}')").fetchall()
+    assert dims == [(512,)]
+
+
+def test_training_set_cli_keeps_order_and_given_labels(workflow: Workflow, tmp_path: Path) -> None:
+    reg = registrations(workflow.repo).to_pylist()
+    ids = [r["clip_id"] for r in reg][:4][::-1]
+    entities = tmp_path / "entities.csv"
+    pd.DataFrame({"clip_id": ids, "event_timestamp": [iso(NOW)] * 4, "label": ["mine"] * 4}).to_csv(
+        entities, index=False
+    )
+    out = tmp_path / "train.parquet"
+    proc = hear_cli("training-set", str(entities), "--out", str(out), "--repo", str(workflow.repo))
+    assert proc.returncode == 0, proc.stderr
+    table = pq.read_table(out)
+    assert table["clip_id"].to_pylist() == ids
+    assert table["given_label"].to_pylist() == ["mine"] * 4
+    assert None not in table["label"].to_pylist()
+    assert table.schema.field("embedding").type == pa.list_(pa.float32())
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("clip_id\nabc\n", "lacks column(s) event_timestamp"),
+        (
+            "clip_id,event_timestamp\nabc,yesterday-ish\n",
+            "row 1: event_timestamp 'yesterday-ish' is not an ISO 8601",
+        ),
+        ("clip_id,event_timestamp\n", "has no rows"),
+    ],
+)
+def test_training_set_cli_refuses_bad_entity_files(
+    workflow: Workflow, tmp_path: Path, content: str, message: str
+) -> None:
+    entities = tmp_path / "e.csv"
+    entities.write_text(content)
+    proc = hear_cli(
+        "training-set",
+        str(entities),
+        "-o",
+        str(tmp_path / "o.parquet"),
+        "--repo",
+        str(workflow.repo),
+    )
+    assert proc.returncode == 1
+    assert message in " ".join(proc.stderr.split())
+    assert "Traceback" not in proc.stderr
+
+
+def test_more_like_these_returns_neighbours_with_provenance(
+    workflow: Workflow, tmp_path: Path
+) -> None:
+    reg = registrations(workflow.repo).to_pylist()
+    seed = next(r["clip_id"] for r in reg if r["label"] == "speech")
+    out = tmp_path / "more.parquet"
+    proc = hear_cli("more-like", seed, "-k", "3", "-o", str(out), "--repo", str(workflow.repo))
+    assert proc.returncode == 0, proc.stderr
+    frame = pq.read_table(out).to_pandas()
+    assert len(frame) == 3 and seed not in frame["clip_id"].tolist()
+    assert frame["seed_id"].tolist() == [seed] * 3
+    assert frame["rank"].tolist() == [1, 2, 3]
+    assert list(frame["distance"]) == sorted(frame["distance"])
+    assert frame["embedding"].map(len).tolist() == [512] * 3
+    # distance is cosine distance to the seed's stored vector
+    emb = {
+        r["clip_id"]: np.asarray(r["embedding"])
+        for r in pq.read_table(workflow.repo / "data" / "embeddings.parquet").to_pylist()
+    }
+    a, b = emb[seed], emb[frame["clip_id"].iloc[0]]
+    assert frame["distance"].iloc[0] == pytest.approx(
+        1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b), abs=1e-5
+    )
+
+
+def test_more_like_these_with_an_audio_seed_and_unknown_ids(
+    workflow: Workflow, tmp_path: Path
+) -> None:
+    out = tmp_path / "more.parquet"
+    proc = hear_cli(
+        "more-like",
+        "--audio",
+        str(workflow.late),
+        "-k",
+        "2",
+        "-o",
+        str(out),
+        "--repo",
+        str(workflow.repo),
+    )
+    assert proc.returncode == 0, proc.stderr
+    frame = pq.read_table(out).to_pandas()
+    assert frame["seed_id"].str.startswith("late_cough.wav@").all()
+    # The late cough itself is stored, so it is its own nearest neighbour.
+    assert frame.sort_values("distance")["distance"].iloc[0] == pytest.approx(0, abs=1e-5)
+    bad = hear_cli("more-like", "no-such-clip", "-o", str(out), "--repo", str(workflow.repo))
+    assert bad.returncode == 1 and "unknown clip id(s): no-such-clip" in bad.stderr
+
+
+# ---- registration -------------------------------------------------------------------
+
+
+def test_register_is_idempotent_and_reports_bad_files(tmp_path: Path, standin_dir: Path) -> None:
+    repo = make_repo(tmp_path / "repo", standin_dir)
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    sf.write(folder / "a.wav", noise(4.0, 16_000), 16_000)
+    sf.write(folder / "b.flac", noise(1.0, 44_100, seed=1), 44_100)
+    (folder / "c.mp3").write_bytes(b"")
+    proc = hear_cli("register", str(folder), "--repo", str(repo), "--label", "cough")
+    assert proc.returncode == 1
+    assert "registered 4 new clip(s) from 2 recording(s)" in proc.stdout  # 3 + 1 windows
+    assert "c.mp3: is empty (0 bytes)" in proc.stderr
+    table = repo / "data" / "registrations.parquet"
+    digest = hashlib.sha256(table.read_bytes()).hexdigest()
+
+    again = hear_cli(
+        "register",
+        str(folder / "a.wav"),
+        str(folder / "b.flac"),
+        "--repo",
+        str(repo),
+        "--label",
+        "cough",
+    )
+    assert again.returncode == 0
+    assert "registered 0 new clip(s) from 2 recording(s) (4 already registered)" in again.stdout
+    assert hashlib.sha256(table.read_bytes()).hexdigest() == digest
+
+    relabel = hear_cli("register", str(folder / "b.flac"), "--repo", str(repo), "--label", "breath")
+    assert "registered 1 new clip(s)" in relabel.stdout
+    rows = pq.read_table(table).to_pylist()
+    assert len(rows) == 5 and {r["label"] for r in rows} == {"cough", "breath"}
+    assert all(r["event_timestamp"].tzinfo is not None for r in rows)
+    assert pq.read_schema(table).field("event_timestamp").type == pa.timestamp("us", tz="UTC")
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        ("file,label\na.wav,cough\n", "has no 'path' column (columns: file, label)"),
+        (
+            "path,label\na.wav,cough\na.wav,breath\n",
+            "row 3: a.wav is listed twice with different metadata",
+        ),
+        (
+            "path,event_timestamp\na.wav,31/31/2020\n",
+            "row 2: event_timestamp '31/31/2020' is not an ISO 8601",
+        ),
+    ],
+)
+def test_bad_manifests_are_refused_before_anything_is_written(
+    tmp_path: Path, standin_dir: Path, manifest: str, message: str
+) -> None:
+    repo = make_repo(tmp_path / "repo", standin_dir)
+    sf.write(tmp_path / "a.wav", noise(1.0, 16_000), 16_000)
+    (tmp_path / "m.csv").write_text(manifest)
+    proc = hear_cli("register", str(tmp_path / "m.csv"), "--repo", str(repo))
+    assert proc.returncode == 1
+    assert message in " ".join(proc.stderr.split())
+    assert not (repo / "data" / "registrations.parquet").exists()
+
+
+# ---- guards and recovery --------------------------------------------------------------
+
+
+def _small_repo(tmp_path: Path, model: Path, timestamp: dt.datetime) -> tuple[Path, Path]:
+    repo = make_repo(tmp_path / "repo", model)
+    audio = tmp_path / "one.wav"
+    sf.write(audio, noise(3.0, 16_000, seed=5), 16_000)
+    register(repo, str(audio), "--label", "cough", "--timestamp", iso(timestamp))
+    feast(repo, "apply")
+    return repo, audio
+
+
+def test_a_different_model_is_refused_and_nothing_is_touched(
+    tmp_path: Path, standin_dir: Path
+) -> None:
+    repo, _ = _small_repo(tmp_path, standin_dir, NOW - dt.timedelta(hours=2))
+    feast(repo, "materialize-incremental", end_time())
+    other = build_standin(tmp_path / "seed1", seed=1)
+    config = (repo / "feature_store.yaml").read_text().replace(str(standin_dir), str(other))
+    (repo / "feature_store.yaml").write_text(config)
+    extra = tmp_path / "two.wav"
+    sf.write(extra, noise(2.0, 16_000, seed=6), 16_000)
+    register(repo, str(extra), "--label", "breath")
+    table = repo / "data" / "embeddings.parquet"
+    before = hashlib.sha256(table.read_bytes()).hexdigest()
+
+    proc = feast(repo, "materialize-incremental", end_time(), check=False)
+
+    assert proc.returncode != 0
+    text = " ".join((proc.stdout + proc.stderr).split())
+    assert "holds vectors of hear-features/standin@v1-seed0" in text
+    assert "configured encoder is hear-features/standin@v1-seed1" in text
+    assert hashlib.sha256(table.read_bytes()).hexdigest() == before
+
+
+def test_rows_stranded_offline_by_a_failed_online_write_reach_online_later(
+    tmp_path: Path, standin_dir: Path
+) -> None:
+    repo, _ = _small_repo(tmp_path, standin_dir, NOW - dt.timedelta(days=2))
+    online = repo / "data" / "online.db"
+    online.unlink()
+    online.mkdir()  # SQLite cannot open a directory: the online write fails after the offline append
+
+    failed = feast(
+        repo, "materialize-incremental", end_time(), "--views", "cough_embeddings", check=False
+    )
+    assert failed.returncode != 0
+    emb = pq.read_table(repo / "data" / "embeddings.parquet")
+    assert emb.num_rows > 0  # embedded and stored offline before the failure
+
+    online.rmdir()
+    feast(repo, "apply")
+    start = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    retry = feast(repo, "materialize", start, end_time())  # a window that starts after the rows
+    assert "embedded 0 clips" in retry.stdout
+    store = open_store(repo)
+    ids = emb["clip_id"].to_pylist()
+    out = store.get_online_features(
+        ["cough_embeddings:embedding"], [{"clip_id": c} for c in ids]
+    ).to_dict()
+    assert all(v is not None and len(v) == 512 for v in out["embedding"])
+
+
+def test_a_registration_dated_before_the_last_run_still_goes_online(
+    tmp_path: Path, standin_dir: Path
+) -> None:
+    repo, _ = _small_repo(tmp_path, standin_dir, NOW - dt.timedelta(hours=3))
+    feast(repo, "materialize-incremental", end_time())
+    old = tmp_path / "old.wav"
+    sf.write(old, noise(1.0, 16_000, seed=8), 16_000)
+    register(repo, str(old), "--label", "old", "--timestamp", iso(NOW - dt.timedelta(days=400)))
+    feast(repo, "materialize-incremental", end_time())
+    store = open_store(repo)
+    reg = registrations(repo).to_pylist()
+    old_id = next(r["clip_id"] for r in reg if r["label"] == "old")
+    out = store.get_online_features(["cough_embeddings:label"], [{"clip_id": old_id}]).to_dict()
+    assert out["label"] == ["old"]
