@@ -22,7 +22,7 @@ import soundfile as sf
 
 from hear_features.audio import SAMPLE_RATE, clip_from_samples, windows_at
 from hear_features.encoders import HearEncoder, build_standin
-from hear_features.featurestore.repo import open_store, tables
+from hear_features.featurestore.repo import open_store
 from hear_features.synthetic import cough, write_corpus
 from tests.conftest import feast, hear_cli, make_repo, noise
 
@@ -412,7 +412,8 @@ def test_rows_stranded_offline_by_a_failed_online_write_reach_online_later(
     repo, _ = _small_repo(tmp_path, standin_dir, NOW - dt.timedelta(days=2))
     online = repo / "data" / "online.db"
     online.unlink()
-    online.mkdir()  # SQLite cannot open a directory: the online write fails after the offline append
+    # SQLite cannot open a directory: the online write fails after the offline append.
+    online.mkdir()
 
     failed = feast(
         repo, "materialize-incremental", end_time(), "--views", "cough_embeddings", check=False

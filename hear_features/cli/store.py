@@ -147,7 +147,9 @@ def more_like(
     audio: Annotated[
         Path | None, typer.Option(help="Use the windows of this audio file as seeds.")
     ] = None,
-    k: Annotated[int, typer.Option("-k", "--k", min=1, max=10_000, help="Neighbours per seed.")] = 10,
+    k: Annotated[
+        int, typer.Option("-k", "--k", min=1, max=10_000, help="Neighbours per seed.")
+    ] = 10,
     repo: RepoOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
