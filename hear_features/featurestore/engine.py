@@ -1,18 +1,17 @@
 """``HearEngine``: Feast's local compute engine, plus the embedding step.
 
-``feast materialize`` hands every feature view to the batch engine. For the embeddings
-view, this engine first brings the offline embeddings table up to date with the
-registration table, and only then lets Feast's own local engine copy rows to the
-online store:
+``feast materialize`` hands every feature view to the batch engine. Other views go
+through Feast's local engine unchanged. For the embeddings view this engine:
 
-1. read both tables; refuse to mix models (an existing table made by another model);
-2. for each registration row without an embeddings row, reuse the vector already
-   computed for that clip, or embed it: once per (audio content, model);
-3. append the new rows to the embeddings Parquet atomically;
-4. widen the task's time window to every row not yet confirmed online (a crash between
-   steps 3 and 5, or a registration dated before the last run, must not strand rows
-   offline), and run Feast's local materialisation for the view;
-5. record the online watermark.
+1. reads both tables and refuses to mix models (a table made by another model);
+2. for each registration row without an embeddings row, reuses the vector already
+   computed for that clip, or embeds it: once per (audio content, model);
+3. appends the new rows to the embeddings Parquet atomically;
+4. writes to the online store the rows of the task's window and every row not yet
+   confirmed online (rows stranded by a crash between steps 3 and 4, or registered
+   with a timestamp older than the last run), converting them with Feast's own
+   Arrow-to-proto code straight from memory rather than reading the Parquet back;
+5. records the online watermark (the newest ``created`` confirmed online).
 
 Why an engine and not Feast's on-demand view materialisation: Feast runs an on-demand
 transformation twice during ``materialize`` and never stores its output offline, so
@@ -35,10 +34,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from feast import BatchFeatureView, Entity, FeatureView, OnDemandFeatureView, StreamFeatureView
-from feast.infra.common.materialization_job import MaterializationTask
+from feast.infra.common.materialization_job import MaterializationJobStatus, MaterializationTask
 from feast.infra.compute_engines.local.compute import LocalComputeEngine
+from feast.infra.compute_engines.local.job import LocalMaterializationJob
 from feast.infra.registry.base_registry import BaseRegistry
 from feast.repo_config import FeastConfigBaseModel
+from feast.utils import _convert_arrow_to_proto
 from tqdm import tqdm
 
 from hear_features.atomic import atomic_write_bytes
@@ -61,6 +62,9 @@ from hear_features.featurestore.tables import (
 from hear_features.locking import file_lock
 
 log = logging.getLogger(__name__)
+
+#: Rows per online write: bounds the memory of the proto conversion.
+_ONLINE_BATCH = 10_000
 
 ENGINE_TYPE: Final = "hear_features.featurestore.engine.HearEngine"
 
@@ -99,6 +103,7 @@ class EmbedStats:
     reused: int = 0
     already_stored: int = 0
     failed: int = 0
+    sent_online: int = 0
     model_id: str = ""
 
 
@@ -159,16 +164,18 @@ class HearEngine(LocalComputeEngine):
                 _source_path(registrations_view), table_path, task.end_time, task
             )
             state = _read_state(table_path)
-            widened = dataclasses.replace(task, start_time=_online_start(emb, task, state))
-            job = super()._materialize_one(registry, widened, **kwargs)
-            if job.error() is None:
-                state["online_watermark"] = _max_created(emb, task.end_time)
             state["embedded_total"] = int(state.get("embedded_total", 0)) + stats.embedded
-            state["last_run"] = {**dataclasses.asdict(stats), "finished": _now().isoformat()}
-            atomic_write_bytes(_state_path(table_path), json.dumps(state, indent=2).encode())
+            try:
+                stats.sent_online = self._write_online(registry, task, emb, state)
+                state["online_watermark"] = _max_created(emb, task.end_time)
+            finally:  # the counters are true even when the online write failed
+                state["last_run"] = {**dataclasses.asdict(stats), "finished": _now().isoformat()}
+                atomic_write_bytes(_state_path(table_path), json.dumps(state, indent=2).encode())
         tqdm.write(
             f"{self.config.embeddings_view}: embedded {stats.embedded} clips with {stats.model_id} "
-            f"(reused {stats.reused}, already stored {stats.already_stored}, failed {stats.failed})"
+            f"(reused {stats.reused}, already stored {stats.already_stored}, "
+            f"failed {stats.failed}); "
+            f"{stats.sent_online} rows written online"
         )
         if problems:
             listing = "; ".join(f"{uri}: {problem}" for uri, problem in problems[:10])
@@ -176,7 +183,40 @@ class HearEngine(LocalComputeEngine):
                 f"{len(problems)} recording(s) could not be embedded "
                 f"(the other clips were stored): {listing}"
             )
-        return job
+        return LocalMaterializationJob(
+            job_id=f"{task.feature_view.name}-{task.start_time}-{task.end_time}",
+            status=MaterializationJobStatus.SUCCEEDED,
+        )
+
+    def _write_online(
+        self,
+        registry: BaseRegistry,
+        task: MaterializationTask,
+        emb: pa.Table,
+        state: dict[str, Any],
+    ) -> int:
+        """Write the rows of the task's window, plus every row not yet confirmed online.
+
+        The rows are already in memory, so they go straight to the online store through
+        Feast's own Arrow-to-proto conversion, without reading the Parquet back.
+        """
+        rows = _rows_to_send(emb, task, state.get("online_watermark"))
+        if rows.num_rows == 0:
+            return 0
+        view = task.feature_view
+        join_keys = {
+            entity.join_key: entity.value_type
+            for entity in (registry.get_entity(name, task.project) for name in view.entities)
+        }
+        bar = task.tqdm_builder(rows.num_rows) if task.tqdm_builder else None
+        for batch in rows.to_batches(max_chunksize=_ONLINE_BATCH):
+            protos = _convert_arrow_to_proto(batch, view, join_keys)
+            self.online_store.online_write_batch(
+                self.repo_config, view, protos, bar.update if bar is not None else None
+            )
+        if bar is not None:
+            bar.close()
+        return rows.num_rows
 
     # ---- the embedding step --------------------------------------------------------
 
@@ -374,21 +414,40 @@ def _embedding_rows(ready: pa.Table, vectors: dict[str, np.ndarray], model_id: s
     )
 
 
-def _online_start(emb: pa.Table, task: MaterializationTask, state: dict[str, Any]) -> dt.datetime:
-    """The task's start, moved back to the oldest row not yet confirmed online."""
+def _rows_to_send(emb: pa.Table, task: MaterializationTask, watermark: str | None) -> pa.Table:
+    """The newest row per clip among those the online store must (re)receive.
+
+    That is every row in the task's window [start, end) and, whatever the window, every
+    row before ``end`` created after the last confirmed online write: rows stranded by a
+    crash after the offline append, or registered with an old timestamp.
+    """
     if emb.num_rows == 0:
-        return task.start_time
-    watermark = state.get("online_watermark")
-    if watermark:
-        cutoff = pa.scalar(dt.datetime.fromisoformat(watermark), emb["created"].type)
-        emb = emb.filter(pc.greater(emb["created"], cutoff))
-    emb = emb.filter(
-        pc.less(emb["event_timestamp"], pa.scalar(task.end_time, emb["event_timestamp"].type))
+        return emb
+    ts = emb["event_timestamp"]
+    before_end = pc.less(ts, pa.scalar(task.end_time, ts.type))
+    if task.disable_event_timestamp:
+        wanted = pa.array([True] * emb.num_rows)
+    else:
+        in_window = pc.and_(pc.greater_equal(ts, pa.scalar(task.start_time, ts.type)), before_end)
+        wanted = in_window
+        if watermark:
+            cutoff = pa.scalar(dt.datetime.fromisoformat(watermark), emb["created"].type)
+            unsent = pc.and_(pc.greater(emb["created"], cutoff), before_end)
+        else:
+            unsent = before_end
+        wanted = pc.or_(in_window, unsent)
+    candidates = emb.filter(wanted)
+    if candidates.num_rows == 0:
+        return candidates
+    order = pc.sort_indices(
+        candidates,
+        [("clip_id", "ascending"), ("event_timestamp", "descending"), ("created", "descending")],
     )
-    if emb.num_rows == 0:
-        return task.start_time
-    oldest = pc.min(emb["event_timestamp"]).as_py()
-    return min(task.start_time, oldest)
+    candidates = candidates.take(order)
+    ids = candidates["clip_id"].to_numpy(zero_copy_only=False)
+    first = np.ones(len(ids), dtype=bool)
+    first[1:] = ids[1:] != ids[:-1]
+    return candidates.filter(pa.array(first))
 
 
 def _max_created(emb: pa.Table, until: dt.datetime) -> str | None:

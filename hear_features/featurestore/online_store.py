@@ -1,9 +1,11 @@
 """``HearOnlineStore``: the project's Feast online store.
 
 Key-value features live in SQLite (WAL mode, so readers in other processes never block
-on a writer): one table per feature view, one row per (entity, feature), like Feast's
-own SQLite store. The row with the newest event timestamp wins, whatever order writes
-arrive in.
+on a writer): one table per feature view and one row per entity, whose features are one
+serialized ``feast.types.Map`` (a 512-float embedding and its metadata are read in one
+row fetch). A write carries all of a view's features for an entity and replaces the row,
+unless the stored row has a newer event timestamp: the newest wins, whatever order
+writes arrive in.
 
 The store also tells the on-demand transformation which encoder to use: Feast hands it
 the repository configuration on every read and write, and it passes the encoder
@@ -23,6 +25,7 @@ from feast import Entity, FeatureView
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.online_store import OnlineStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Map as MapProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
 
@@ -65,21 +68,19 @@ class HearOnlineStore(OnlineStore):
         rows = [
             (
                 serialize_entity_key(key, entity_key_serialization_version=version),
-                feature,
-                value.SerializeToString(),
+                MapProto(val=values).SerializeToString(),
                 _micros(event_ts),
                 _micros(created_ts) if created_ts is not None else None,
             )
             for key, values, event_ts, created_ts in data
-            for feature, value in values.items()
         ]
         with conn:
             _create_table(conn, name)
             conn.executemany(
-                f"""INSERT INTO "{name}" (entity_key, feature_name, value, event_ts, created_ts)
-                    VALUES (?, ?, ?, ?, ?)
-                    ON CONFLICT (entity_key, feature_name) DO UPDATE SET
-                        value = excluded.value,
+                f"""INSERT INTO "{name}" (entity_key, features, event_ts, created_ts)
+                    VALUES (?, ?, ?, ?)
+                    ON CONFLICT (entity_key) DO UPDATE SET
+                        features = excluded.features,
                         event_ts = excluded.event_ts,
                         created_ts = excluded.created_ts
                     WHERE excluded.event_ts >= "{name}".event_ts""",
@@ -146,22 +147,22 @@ class HearOnlineStore(OnlineStore):
         result: dict[bytes, tuple[dt.datetime, dict[str, ValueProto]]] = {}
         if not keys or not _table_exists(conn, name):
             return result
-        wanted = set(requested_features) if requested_features else None
         for chunk in _chunks(keys, 500):
             marks = ",".join("?" * len(chunk))
             cursor = conn.execute(
-                f'SELECT entity_key, feature_name, value, event_ts FROM "{name}" '
+                f'SELECT entity_key, features, event_ts FROM "{name}" '
                 f"WHERE entity_key IN ({marks})",
                 chunk,
             )
-            for key, feature, blob, event_ts in cursor:
-                if wanted is not None and feature not in wanted:
-                    continue
-                value = ValueProto()
-                value.ParseFromString(blob)
-                ts, features = result.get(key, (_from_micros(event_ts), {}))
-                features[feature] = value
-                result[key] = (max(ts, _from_micros(event_ts)), features)
+            for key, blob, event_ts in cursor:
+                row = MapProto()
+                row.ParseFromString(blob)
+                features = (
+                    {f: row.val[f] for f in requested_features if f in row.val}
+                    if requested_features
+                    else dict(row.val)
+                )
+                result[key] = (_from_micros(event_ts), features)
         return result
 
     def _conn(self, config: RepoConfig) -> sqlite3.Connection:
@@ -196,13 +197,11 @@ def _table_name(config: RepoConfig, view: FeatureView) -> str:
 def _create_table(conn: sqlite3.Connection, name: str) -> None:
     conn.execute(
         f"""CREATE TABLE IF NOT EXISTS "{name}" (
-                entity_key BLOB NOT NULL,
-                feature_name TEXT NOT NULL,
-                value BLOB NOT NULL,
+                entity_key BLOB PRIMARY KEY,
+                features BLOB NOT NULL,
                 event_ts INTEGER NOT NULL,
-                created_ts INTEGER,
-                PRIMARY KEY (entity_key, feature_name)
-            ) WITHOUT ROWID"""
+                created_ts INTEGER
+            )"""
     )
 
 
