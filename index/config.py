@@ -80,4 +80,4 @@ class IndexConfig:
 
 def ivf_lists(n: int) -> int:
     """About 4*sqrt(N) inverted lists, rounded to a multiple of 16, at least 16."""
-    return max(16, int(round(4 * math.sqrt(n) / 16)) * 16)
+    return max(16, round(4 * math.sqrt(n) / 16) * 16)

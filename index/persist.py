@@ -101,7 +101,14 @@ def read_manifest(folder: Path) -> Manifest | None:
     return Manifest.from_json(path.read_bytes(), path)
 
 
-def save(index: VectorIndex, folder: Path, *, model_id: str, source_watermark: int) -> Manifest:
+def save(
+    index: VectorIndex,
+    folder: Path,
+    *,
+    model_id: str,
+    source_watermark: int,
+    extra: dict[str, Any] | None = None,
+) -> Manifest:
     """Write ``index`` as the new current generation of ``folder`` (atomically)."""
     folder.mkdir(parents=True, exist_ok=True)
     old = read_manifest(folder) if (folder / MANIFEST).exists() else None
@@ -128,6 +135,7 @@ def save(index: VectorIndex, folder: Path, *, model_id: str, source_watermark: i
         metric=str(index.config.metric),
         current=generation,
         previous=old.current if old is not None else None,
+        extra=dict(extra or {}),
     )
     atomic_write_bytes(folder / MANIFEST, manifest.to_json())
     keep = {generation.file} | ({manifest.previous.file} if manifest.previous else set())
@@ -156,7 +164,8 @@ def load(
         raise IndexLoadError(f"no index in {folder} (no {MANIFEST})")
     if manifest.format_version != FORMAT_VERSION:
         raise IndexLoadError(
-            f"index in {folder} has format version {manifest.format_version}; this version reads {FORMAT_VERSION}"
+            f"index in {folder} has format version {manifest.format_version}; "
+            f"this version reads {FORMAT_VERSION}"
         )
     _expect(manifest, folder, model_id=model_id, dim=dim, metric=config.metric)
     errors = []
@@ -200,7 +209,8 @@ def _load_generation(
     size = path.stat().st_size
     if size != generation.size:
         raise IndexLoadError(
-            f"index file {path} is {size} bytes but the manifest says {generation.size} (truncated?)"
+            f"index file {path} is {size} bytes but the manifest says {generation.size} "
+            "(truncated?)"
         )
     if verify and _file_digest(path)[0] != generation.sha256:
         raise IndexLoadError(f"index file {path} does not match its checksum (corrupt)")

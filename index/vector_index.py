@@ -150,6 +150,7 @@ class VectorIndex:
         if ivf is None:
             return faiss.vector_to_array(self.index.id_map).astype(np.int64)
         invlists = ivf.invlists
+        assert invlists is not None
         parts = [
             faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
             for i in range(ivf.nlist)
@@ -244,11 +245,11 @@ class VectorIndex:
         selector = faiss.IDSelectorBatch(allowed)
         ivf = faiss.try_extract_index_ivf(self.index)
         if ivf is not None:
-            return faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
+            return faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)  # type: ignore[call-arg]
         hnsw = _hnsw(self.index.index) if isinstance(self.index, faiss.IndexIDMap2) else None
         if hnsw is not None:
-            return faiss.SearchParametersHNSW(sel=selector, efSearch=hnsw.efSearch)
-        return faiss.SearchParameters(sel=selector)
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=hnsw.efSearch)  # type: ignore[attr-defined]
+        return faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
 
     # ---- tuning -----------------------------------------------------------------------
 
@@ -310,7 +311,7 @@ def _with_ids(index: Any) -> Any:
     """IVF keeps external ids itself; everything else gets an IndexIDMap2."""
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
-        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
         return index
     return faiss.IndexIDMap2(index)
 

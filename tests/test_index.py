@@ -216,7 +216,8 @@ def test_saved_index_is_readable_by_another_process(tmp_path: Path) -> None:
     code = (
         "import numpy as np, sys\n"
         "from hear_features.index import IndexConfig, load\n"
-        f"idx, gen, _ = load(__import__('pathlib').Path({str(tmp_path)!r}), IndexConfig(), model_id='m')\n"
+        "from pathlib import Path\n"
+        f"idx, gen, _ = load(Path({str(tmp_path)!r}), IndexConfig(), model_id='m')\n"
         f"print(idx.search(np.load({str(tmp_path / 'q.npy')!r}), 3).ids.tolist())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

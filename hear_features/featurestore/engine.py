@@ -50,6 +50,7 @@ from hear_features.embeddings_file import embedding_column
 from hear_features.encoders import HearEncoder, resolve_model
 from hear_features.errors import AudioError, HearFeaturesError
 from hear_features.featurestore import runtime
+from hear_features.featurestore.online_store import HearOnlineStore
 from hear_features.featurestore.settings import EncoderSettings
 from hear_features.featurestore.tables import (
     EMBEDDING_SCHEMA,
@@ -209,11 +210,19 @@ class HearEngine(LocalComputeEngine):
             for entity in (registry.get_entity(name, task.project) for name in view.entities)
         }
         bar = task.tqdm_builder(rows.num_rows) if task.tqdm_builder else None
+        progress = bar.update if bar is not None else None
+        store = self.online_store
         for batch in rows.to_batches(max_chunksize=_ONLINE_BATCH):
-            protos = _convert_arrow_to_proto(batch, view, join_keys)
-            self.online_store.online_write_batch(
-                self.repo_config, view, protos, bar.update if bar is not None else None
-            )
+            if isinstance(store, HearOnlineStore) and len(join_keys) == 1:
+                (join_key,) = join_keys
+                store.write_arrow(
+                    self.repo_config, view, pa.Table.from_batches([batch]), join_key, progress
+                )
+            else:
+                protos = _convert_arrow_to_proto(batch, view, join_keys)
+                store.online_write_batch(self.repo_config, view, protos, progress)
+        if isinstance(store, HearOnlineStore):
+            store.checkpoint(self.repo_config, view)
         if bar is not None:
             bar.close()
         return rows.num_rows

@@ -1,58 +1,89 @@
-"""``HearOnlineStore``: the project's Feast online store.
+"""``HearOnlineStore``: the project's Feast online store, with FAISS vector search.
 
-Key-value features live in SQLite (WAL mode, so readers in other processes never block
-on a writer): one table per feature view and one row per entity, whose features are one
-serialized ``feast.types.Map`` (a 512-float embedding and its metadata are read in one
-row fetch). A write carries all of a view's features for an entity and replaces the row,
-unless the stored row has a newer event timestamp: the newest wins, whatever order
-writes arrive in.
-
-The store also tells the on-demand transformation which encoder to use: Feast hands it
-the repository configuration on every read and write, and it passes the encoder
-settings from ``feature_store.yaml`` on to :mod:`hear_features.featurestore.runtime`.
+* Key-value features live in SQLite (WAL mode, so readers in other processes never
+  block on a writer): one table per feature view, one row per entity (see
+  :mod:`hear_features.featurestore.online_tables`). The newest event timestamp wins,
+  whatever order writes arrive in.
+* Views with a ``vector_index`` field also get a FAISS index of that field
+  (:mod:`hear_features.featurestore.online_index`), kept current incrementally and
+  persisted under ``index_path``; Feast's ``retrieve_online_documents_v2`` searches it,
+  with metadata filters.
+* The store also tells the on-demand transformation which encoder to use: Feast hands
+  it the repository configuration on every read and write, and it passes the encoder
+  settings from ``feature_store.yaml`` on to :mod:`hear_features.featurestore.runtime`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import numpy as np
+import pyarrow as pa
 from feast import Entity, FeatureView
-from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.field import Field
+from feast.filter_models import ComparisonFilter, CompoundFilter
+from feast.infra.key_encoding_utils import deserialize_entity_key, serialize_entity_key
 from feast.infra.online_stores.online_store import OnlineStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import Map as MapProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
+from feast.type_map import python_values_to_proto_values
+from feast.utils import _get_feature_view_vector_field_metadata
 
-from hear_features.featurestore import runtime
+from hear_features.errors import ConfigError, InputShapeError
+from hear_features.featurestore import online_tables, runtime
+from hear_features.featurestore.online_index import AttributeFilter, IndexHandle
+from hear_features.featurestore.online_tables import EntityRow
 from hear_features.featurestore.settings import EncoderSettings
+from hear_features.index import IndexConfig, Metric
 
 STORE_TYPE: Final = "hear_features.featurestore.online_store.HearOnlineStore"
+#: The extra feature every v2 search result carries.
+DISTANCE = "distance"
 
 
 class HearOnlineStoreConfig(FeastConfigBaseModel):
-    """The ``online_store:`` section of ``feature_store.yaml``."""
+    """The ``online_store:`` section of ``feature_store.yaml``.
+
+    Relative paths are relative to the feature repository.
+    """
 
     type: Literal["hear_features.featurestore.online_store.HearOnlineStore"] = STORE_TYPE
     path: str = "data/online.db"
-    """SQLite file for key-value features; relative paths are relative to the repo."""
+    """SQLite file for key-value features."""
+    index_path: str = "data/index"
+    """Folder for the FAISS indexes (one sub-folder per feature view)."""
+    index_factory: str = "auto"
+    """``auto`` (flat, then IVF above ``flat_threshold``) or a FAISS factory string."""
+    flat_threshold: int = 20_000
+    recall_target: float = 0.95
+    nprobe: int | None = None
+    """Fix IVF's nprobe instead of tuning it for ``recall_target``."""
+    use_gpu: Literal["auto", "never", "always"] = "auto"
+    gpu_fp16: bool = False
+    mmap: bool = False
+    """Memory-map saved IVF indexes (read-mostly servers)."""
 
 
 Row = tuple[EntityKeyProto, dict[str, ValueProto], dt.datetime, dt.datetime | None]
+Document = tuple[dt.datetime | None, EntityKeyProto | None, dict[str, ValueProto] | None]
 
 
 class HearOnlineStore(OnlineStore):
-    """SQLite key-value storage for Feast features."""
+    """SQLite key-value storage plus FAISS vector search for Feast."""
 
     def __init__(self) -> None:
         self._local = threading.local()
+        self._handles: dict[tuple[Path, str], IndexHandle] = {}
+        self._handles_lock = threading.Lock()
 
-    # ---- Feast interface ------------------------------------------------------------
+    # ---- writes -----------------------------------------------------------------------
 
     def online_write_batch(
         self,
@@ -62,32 +93,93 @@ class HearOnlineStore(OnlineStore):
         progress: Callable[[int], Any] | None,
     ) -> None:
         self._activate_encoder(config)
-        conn = self._conn(config)
-        name = _table_name(config, table)
         version = config.entity_key_serialization_version
-        rows = [
-            (
-                serialize_entity_key(key, entity_key_serialization_version=version),
-                MapProto(val=values).SerializeToString(),
-                _micros(event_ts),
-                _micros(created_ts) if created_ts is not None else None,
+        vector = _vector_field(table)
+        rows = []
+        for key, values, event_ts, created_ts in data:
+            features = dict(values)
+            vec = None
+            if vector is not None and vector.name in features:
+                vec = _vector_from_value(features.pop(vector.name), vector.name)
+            rows.append(
+                EntityRow(
+                    serialize_entity_key(key, entity_key_serialization_version=version),
+                    features,
+                    vec,
+                    event_ts,
+                    created_ts,
+                )
             )
-            for key, values, event_ts, created_ts in data
-        ]
-        with conn:
-            _create_table(conn, name)
-            conn.executemany(
-                f"""INSERT INTO "{name}" (entity_key, features, event_ts, created_ts)
-                    VALUES (?, ?, ?, ?)
-                    ON CONFLICT (entity_key) DO UPDATE SET
-                        features = excluded.features,
-                        event_ts = excluded.event_ts,
-                        created_ts = excluded.created_ts
-                    WHERE excluded.event_ts >= "{name}".event_ts""",
-                rows,
-            )
+        self._write(config, table, rows)
         if progress is not None:
             progress(len(data))
+
+    def write_arrow(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        rows: pa.Table,
+        join_key: str,
+        progress: Callable[[int], Any] | None = None,
+    ) -> None:
+        """Write rows straight from Arrow: the batch engine's fast path.
+
+        ``rows`` holds the join key column (strings), one column per feature of the
+        view, ``event_timestamp`` and ``created``. The vector column goes to float32
+        without passing through protobuf; the other features are converted with Feast's
+        own value converter.
+        """
+        version = config.entity_key_serialization_version
+        vector = _vector_field(table)
+        keys = [
+            serialize_entity_key(
+                EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(string_val=k)]),
+                entity_key_serialization_version=version,
+            )
+            for k in rows[join_key].to_pylist()
+        ]
+        scalar_fields = [f for f in table.features if vector is None or f.name != vector.name]
+        columns = {
+            f.name: python_values_to_proto_values(rows[f.name].to_pylist(), f.dtype.to_value_type())
+            for f in scalar_fields
+        }
+        vectors = _vectors_from_arrow(rows[vector.name]) if vector is not None else None
+        events = rows["event_timestamp"].to_pylist()
+        created = (
+            rows["created"].to_pylist()
+            if "created" in rows.column_names
+            else [None] * rows.num_rows
+        )
+        entity_rows = [
+            EntityRow(
+                keys[i],
+                {name: values[i] for name, values in columns.items()},
+                None if vectors is None else vectors[i],
+                events[i],
+                created[i],
+            )
+            for i in range(rows.num_rows)
+        ]
+        self._write(config, table, entity_rows)
+        if progress is not None:
+            progress(rows.num_rows)
+
+    def _write(self, config: RepoConfig, table: FeatureView, rows: list[EntityRow]) -> None:
+        name = _table_name(config, table)
+        with_vectors = _vector_field(table) is not None
+        conn = self._conn(config)
+        seq, written = online_tables.write(conn, name, rows, with_vectors=with_vectors)
+        if with_vectors:
+            self._handle(config, table).apply(conn, seq, written)
+
+    def checkpoint(self, config: RepoConfig, table: FeatureView) -> None:
+        """Save the view's index now (the batch engine calls this after materialising)."""
+        if _vector_field(table) is not None:
+            handle = self._handle(config, table)
+            handle.current(self._conn(config))
+            handle.checkpoint()
+
+    # ---- reads ------------------------------------------------------------------------
 
     def online_read(
         self,
@@ -101,12 +193,85 @@ class HearOnlineStore(OnlineStore):
         keys = [
             serialize_entity_key(k, entity_key_serialization_version=version) for k in entity_keys
         ]
-        found = self.read_serialized(config, table, keys, requested_features)
-        return [found.get(k, (None, None)) for k in keys]
+        vector = _vector_field(table)
+        found = online_tables.read_by_keys(
+            self._conn(config), _table_name(config, table), keys, vector.name if vector else None
+        )
+        result: list[tuple[dt.datetime | None, dict[str, ValueProto] | None]] = []
+        for key in keys:
+            row = found.get(key)
+            if row is None:
+                result.append((None, None))
+            else:
+                result.append((row.event_ts, _select(row.features, requested_features)))
+        return result
 
     def get_online_features(self, config: RepoConfig, *args: Any, **kwargs: Any) -> Any:
         self._activate_encoder(config)
         return super().get_online_features(config, *args, **kwargs)
+
+    def retrieve_online_documents_v2(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        requested_features: list[str],
+        embedding: list[float] | None,
+        top_k: int,
+        distance_metric: str | None = None,
+        query_string: str | None = None,
+        filters: ComparisonFilter | CompoundFilter | None = None,
+        include_feature_view_version_metadata: bool = False,
+    ) -> list[Document]:
+        """Nearest stored vectors to ``embedding``, with the requested features.
+
+        Each document carries a ``distance`` feature (smaller is closer; 1 - cosine for
+        cosine views). Feast 0.67 pairs the documents it receives with entities sorted
+        by key, so they are returned in entity-key order: every hit keeps its own
+        distance, and callers sort by distance for ranking.
+        """
+        vector = _vector_field(table)
+        if vector is None:
+            raise ConfigError(f"feature view {table.name} has no field with vector_index=True")
+        if embedding is None:
+            raise ConfigError("this online store searches by vector only (no text search)")
+        requested = Metric.parse(distance_metric) if distance_metric else None
+        handle = self._handle(config, table)
+        if requested is not None and requested is not handle.config.metric:
+            raise ConfigError(
+                f"{table.name}.{vector.name} is indexed for {handle.config.metric} search, "
+                f"not {requested}"
+            )
+        if top_k < 1:
+            raise InputShapeError(f"top_k must be at least 1, got {top_k}")
+        query = np.asarray(embedding, dtype=np.float32)
+        if query.ndim != 1 or not np.isfinite(query).all():
+            raise InputShapeError("the query embedding must be a flat list of finite numbers")
+        conn = self._conn(config)
+        name = _table_name(config, table)
+        allowed = (
+            AttributeFilter(name).allowed_ids(conn, filters)
+            if online_tables.exists(conn, name)
+            else None
+        )
+        result = handle.search(conn, query, top_k, allowed)
+        if result is None:
+            return []
+        hits = result.hits(0)
+        rows = online_tables.read_by_ids(conn, name, [i for i, _, _ in hits], vector.name)
+        version = config.entity_key_serialization_version
+        documents: list[tuple[Any, Document]] = []
+        for row_id, distance, _score in hits:
+            row = rows.get(row_id)
+            if row is None:  # deleted since the index was read
+                continue
+            key = deserialize_entity_key(row.key, entity_key_serialization_version=version)
+            features = _select(row.features, requested_features)
+            features[DISTANCE] = ValueProto(float_val=distance)
+            documents.append((_sort_key(key), (row.event_ts, key, features)))
+        documents.sort(key=lambda item: item[0])
+        return [doc for _, doc in documents]
+
+    # ---- infrastructure -----------------------------------------------------------------
 
     def update(
         self,
@@ -118,52 +283,37 @@ class HearOnlineStore(OnlineStore):
         partial: bool,
     ) -> None:
         conn = self._conn(config)
-        with conn:
-            for view in tables_to_keep:
-                _create_table(conn, _table_name(config, view))
-            for view in tables_to_delete:
-                conn.execute(f'DROP TABLE IF EXISTS "{_table_name(config, view)}"')
+        for view in tables_to_keep:
+            online_tables.create(
+                conn, _table_name(config, view), with_vectors=_vector_field(view) is not None
+            )
+        self._drop(config, tables_to_delete)
 
     def teardown(
         self, config: RepoConfig, tables: Sequence[FeatureView], entities: Sequence[Entity]
     ) -> None:
-        conn = self._conn(config)
-        with conn:
-            for view in tables:
-                conn.execute(f'DROP TABLE IF EXISTS "{_table_name(config, view)}"')
+        self._drop(config, tables)
 
-    # ---- helpers shared with the vector search ---------------------------------------
-
-    def read_serialized(
-        self,
-        config: RepoConfig,
-        table: FeatureView,
-        keys: list[bytes],
-        requested_features: list[str] | None = None,
-    ) -> dict[bytes, tuple[dt.datetime, dict[str, ValueProto]]]:
-        """Features by serialized entity key; absent keys are absent from the result."""
+    def _drop(self, config: RepoConfig, views: Sequence[FeatureView]) -> None:
         conn = self._conn(config)
+        for view in views:
+            name = _table_name(config, view)
+            online_tables.drop(conn, name)
+            shutil.rmtree(_index_root(config) / name, ignore_errors=True)
+            with self._handles_lock:
+                self._handles.pop((_db_path(config), name), None)
+
+    # ---- plumbing -----------------------------------------------------------------------
+
+    def _handle(self, config: RepoConfig, table: FeatureView) -> IndexHandle:
         name = _table_name(config, table)
-        result: dict[bytes, tuple[dt.datetime, dict[str, ValueProto]]] = {}
-        if not keys or not _table_exists(conn, name):
-            return result
-        for chunk in _chunks(keys, 500):
-            marks = ",".join("?" * len(chunk))
-            cursor = conn.execute(
-                f'SELECT entity_key, features, event_ts FROM "{name}" '
-                f"WHERE entity_key IN ({marks})",
-                chunk,
-            )
-            for key, blob, event_ts in cursor:
-                row = MapProto()
-                row.ParseFromString(blob)
-                features = (
-                    {f: row.val[f] for f in requested_features if f in row.val}
-                    if requested_features
-                    else dict(row.val)
-                )
-                result[key] = (_from_micros(event_ts), features)
-        return result
+        key = (_db_path(config), name)
+        with self._handles_lock:
+            handle = self._handles.get(key)
+            if handle is None:
+                handle = IndexHandle(name, _index_root(config) / name, _index_config(config, table))
+                self._handles[key] = handle
+            return handle
 
     def _conn(self, config: RepoConfig) -> sqlite3.Connection:
         """One connection per thread and database file (sqlite3 objects are not thread-safe)."""
@@ -172,10 +322,7 @@ class HearOnlineStore(OnlineStore):
         self._local.conns = conns
         if path not in conns:
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, timeout=30.0)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conns[path] = conn
+            conns[path] = online_tables.connect(str(path))
         return conns[path]
 
     @staticmethod
@@ -183,49 +330,73 @@ class HearOnlineStore(OnlineStore):
         runtime.activate(EncoderSettings.from_repo_config(config))
 
 
-def _db_path(config: RepoConfig) -> Path:
-    path = Path(config.online_store.path)
+def _repo_relative(config: RepoConfig, value: str) -> Path:
+    path = Path(value)
     if not path.is_absolute() and config.repo_path:
         path = Path(config.repo_path) / path
     return path
+
+
+def _db_path(config: RepoConfig) -> Path:
+    return _repo_relative(config, config.online_store.path)
+
+
+def _index_root(config: RepoConfig) -> Path:
+    return _repo_relative(config, config.online_store.index_path)
 
 
 def _table_name(config: RepoConfig, view: FeatureView) -> str:
     return f"{config.project}_{view.name}".replace('"', "")
 
 
-def _create_table(conn: sqlite3.Connection, name: str) -> None:
-    conn.execute(
-        f"""CREATE TABLE IF NOT EXISTS "{name}" (
-                entity_key BLOB PRIMARY KEY,
-                features BLOB NOT NULL,
-                event_ts INTEGER NOT NULL,
-                created_ts INTEGER
-            )"""
+def _vector_field(view: FeatureView) -> Field | None:
+    field = _get_feature_view_vector_field_metadata(view)
+    return field if field is not None and field.vector_index else None
+
+
+def _index_config(config: RepoConfig, view: FeatureView) -> IndexConfig:
+    store = config.online_store
+    vector = _vector_field(view)
+    return IndexConfig(
+        metric=Metric.parse(vector.vector_search_metric if vector else None),
+        factory=store.index_factory,
+        flat_threshold=store.flat_threshold,
+        recall_target=store.recall_target,
+        nprobe=store.nprobe,
+        use_gpu=store.use_gpu,
+        gpu_fp16=store.gpu_fp16,
+        mmap=store.mmap,
     )
 
 
-def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-    ).fetchone()
-    return row is not None
+def _vector_from_value(value: ValueProto, name: str) -> np.ndarray | None:
+    kind = value.WhichOneof("val")
+    if kind is None:
+        return None
+    if kind not in ("float_list_val", "double_list_val"):
+        raise InputShapeError(f"feature {name} must be a list of floats, got {kind}")
+    vec = np.asarray(getattr(value, kind).val, dtype=np.float32)
+    if not np.isfinite(vec).all():
+        raise InputShapeError(f"feature {name} contains NaN or infinite values")
+    return vec
 
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_MICROSECOND = dt.timedelta(microseconds=1)
+def _vectors_from_arrow(column: pa.ChunkedArray) -> np.ndarray:
+    """A list<float> column as float32 [n, d], without a Python loop."""
+    array = column.combine_chunks()
+    lengths = np.asarray(array.value_lengths().to_numpy(zero_copy_only=False))
+    if len(lengths) and (lengths != lengths[0]).any():
+        raise InputShapeError("vectors in one batch must all have the same length")
+    flat = np.asarray(array.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+    return flat.reshape(len(array), -1) if len(array) else np.zeros((0, 0), np.float32)
 
 
-def _micros(ts: dt.datetime) -> int:
-    """Microseconds since the epoch, exactly (naive timestamps are UTC, as Feast says)."""
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=dt.UTC)
-    return (ts - _EPOCH) // _MICROSECOND
+def _select(features: dict[str, ValueProto], requested: list[str] | None) -> dict[str, ValueProto]:
+    if not requested:
+        return dict(features)
+    return {name: features[name] for name in requested if name in features}
 
 
-def _from_micros(value: int) -> dt.datetime:
-    return _EPOCH + value * _MICROSECOND
-
-
-def _chunks(items: list[bytes], size: int) -> list[list[bytes]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def _sort_key(key: EntityKeyProto) -> tuple[Any, ...]:
+    """The order Feast's ``_get_unique_entities_from_values`` sorts entities in."""
+    return tuple(getattr(v, v.WhichOneof("val")) for v in key.entity_values)
