@@ -30,7 +30,7 @@ class ClipRef:
     recording_id: str
     audio_uri: str
     offset_s: float
-    rms_db: float
+    rms_db: float | None = None
 
 
 @dataclass(frozen=True)

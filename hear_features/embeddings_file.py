@@ -57,7 +57,7 @@ def recording_table(rec: RecordingEmbeddings, model_id: str, created: dt.datetim
             "audio_uri": [c.audio_uri for c in rec.clips],
             "offset_s": [c.offset_s for c in rec.clips],
             "duration_s": [CLIP_DURATION_S] * n,
-            "rms_db": pa.array([c.rms_db for c in rec.clips], pa.float32()),
+            "rms_db": pa.array([c.rms_db for c in rec.clips], pa.float32()),  # set by iter_clips
             "embedding": embedding_column(rec.matrix()),
             "model_id": [model_id] * n,
             "created": pa.array([created] * n, TIMESTAMP),

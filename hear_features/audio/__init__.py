@@ -59,9 +59,9 @@ def windows_at(
     cutter = WindowCutter(iter(sorted(set(starts))))
     for block in iter_blocks(source, limits):
         for start, samples in cutter.feed(block):
-            yield Window(start, samples, rms_db(samples))
+            yield Window(start, samples)
     for start, samples in cutter.finish(lambda start, total: True):
-        yield Window(start, samples, rms_db(samples))
+        yield Window(start, samples)
 
 
 def iter_windows(

@@ -15,6 +15,7 @@ skipped, as the reference notebooks do at about -50 dB.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -63,11 +64,15 @@ class Window:
 
     start: int
     samples: np.ndarray
-    rms_db: float
 
     @property
     def offset_s(self) -> float:
         return self.start / SAMPLE_RATE
+
+    @functools.cached_property
+    def rms_db(self) -> float:
+        """The window's RMS level in dBFS (computed when first asked for)."""
+        return rms_db(self.samples)
 
 
 @dataclass(frozen=True)
@@ -179,10 +184,10 @@ def _finish(
         yield from cutter.finish(keep_tail)
 
     for start, samples in pairs():
-        level = rms_db(samples)
-        if config.min_rms_db is not None and level < config.min_rms_db:
+        window = Window(start, samples)
+        if config.min_rms_db is not None and window.rms_db < config.min_rms_db:
             continue
-        yield Window(start, samples, level)
+        yield window
 
 
 def window_start_for(centre: int, total: int) -> int:

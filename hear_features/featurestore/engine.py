@@ -33,7 +33,15 @@ from typing import Any, Final, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from feast import BatchFeatureView, Entity, FeatureView, OnDemandFeatureView, StreamFeatureView
+import pyarrow.parquet as pq
+from feast import (
+    BatchFeatureView,
+    Entity,
+    FeatureView,
+    FileSource,
+    OnDemandFeatureView,
+    StreamFeatureView,
+)
 from feast.infra.common.materialization_job import MaterializationJobStatus, MaterializationTask
 from feast.infra.compute_engines.local.compute import LocalComputeEngine
 from feast.infra.compute_engines.local.job import LocalMaterializationJob
@@ -154,8 +162,35 @@ class HearEngine(LocalComputeEngine):
     def _materialize_one(
         self, registry: BaseRegistry, task: MaterializationTask, **kwargs: Any
     ) -> Any:
-        if task.feature_view.name != self.config.embeddings_view:
-            return super()._materialize_one(registry, task, **kwargs)
+        view = task.feature_view
+        if view.name == self.config.embeddings_view:
+            return self._materialize_embeddings(registry, task)
+        if _plain_parquet_view(view) and isinstance(self.online_store, HearOnlineStore):
+            return self._materialize_parquet(registry, task)
+        return super()._materialize_one(registry, task, **kwargs)
+
+    def _materialize_parquet(self, registry: BaseRegistry, task: MaterializationTask) -> Any:
+        """A view over one Parquet file with no transformation: read it with pyarrow and
+        write the newest row per entity of the task's window, as Feast's local engine
+        would, without the DuckDB round trip and per-value conversions."""
+        view = task.feature_view
+        source = view.batch_source
+        assert isinstance(source, FileSource)  # checked by _plain_parquet_view
+        table = pq.read_table(source.path)
+        rows = table.filter(_in_window(table, task, source.timestamp_field))
+        (join_key,) = view.join_keys
+        rows = _newest_per_key(
+            rows, join_key, source.timestamp_field, source.created_timestamp_column or None
+        )
+        renames = {source.timestamp_field: "event_timestamp"}
+        if source.created_timestamp_column:
+            renames[source.created_timestamp_column] = "created"
+        rows = rows.rename_columns([renames.get(c, c) for c in rows.column_names])
+        written = self._write_rows(registry, task, rows)
+        tqdm.write(f"{view.name}: {written} rows written online")
+        return _succeeded(task)
+
+    def _materialize_embeddings(self, registry: BaseRegistry, task: MaterializationTask) -> Any:
         table_path = _source_path(task.feature_view)
         registrations_view = registry.get_feature_view(self.config.registrations_view, task.project)
         with file_lock(
@@ -184,10 +219,7 @@ class HearEngine(LocalComputeEngine):
                 f"{len(problems)} recording(s) could not be embedded "
                 f"(the other clips were stored): {listing}"
             )
-        return LocalMaterializationJob(
-            job_id=f"{task.feature_view.name}-{task.start_time}-{task.end_time}",
-            status=MaterializationJobStatus.SUCCEEDED,
-        )
+        return _succeeded(task)
 
     def _write_online(
         self,
@@ -201,7 +233,15 @@ class HearEngine(LocalComputeEngine):
         The rows are already in memory, so they go straight to the online store through
         Feast's own Arrow-to-proto conversion, without reading the Parquet back.
         """
-        rows = _rows_to_send(emb, task, state.get("online_watermark"))
+        wanted = pc.or_(
+            _in_window(emb, task, "event_timestamp"),
+            _unsent(emb, task, state.get("online_watermark")),
+        )
+        rows = _newest_per_key(emb.filter(wanted), "clip_id", "event_timestamp", "created")
+        return self._write_rows(registry, task, rows)
+
+    def _write_rows(self, registry: BaseRegistry, task: MaterializationTask, rows: pa.Table) -> int:
+        """Write Arrow rows of ``task``'s view to the online store, in bounded batches."""
         if rows.num_rows == 0:
             return 0
         view = task.feature_view
@@ -316,16 +356,10 @@ class HearEngine(LocalComputeEngine):
             by_start = {round(r["offset_s"] * SAMPLE_RATE): r for r in rows}
             for window in windows_at(path, list(by_start)):
                 row = by_start[window.start]
-                yield (
-                    ClipRef(
-                        row["clip_id"],
-                        row["recording_id"],
-                        row["audio_uri"],
-                        row["offset_s"],
-                        window.rms_db,
-                    ),
-                    window.samples,
+                ref = ClipRef(
+                    row["clip_id"], row["recording_id"], row["audio_uri"], row["offset_s"]
                 )
+                yield ref, window.samples
 
         computed: dict[str, np.ndarray] = {}
         problems: list[tuple[str, str]] = []
@@ -351,6 +385,25 @@ class HearEngine(LocalComputeEngine):
 
 
 # ---- helpers ------------------------------------------------------------------------
+
+
+def _succeeded(task: MaterializationTask) -> LocalMaterializationJob:
+    return LocalMaterializationJob(
+        job_id=f"{task.feature_view.name}-{task.start_time}-{task.end_time}",
+        status=MaterializationJobStatus.SUCCEEDED,
+    )
+
+
+def _plain_parquet_view(view: Any) -> bool:
+    """A plain FeatureView over one Parquet FileSource, as the fast path needs."""
+    source = view.batch_source
+    return (
+        type(view) is FeatureView
+        and isinstance(source, FileSource)
+        and source.path.endswith(".parquet")
+        and not source.field_mapping
+        and len(view.join_keys) == 1
+    )
 
 
 def _now() -> dt.datetime:
@@ -423,40 +476,38 @@ def _embedding_rows(ready: pa.Table, vectors: dict[str, np.ndarray], model_id: s
     )
 
 
-def _rows_to_send(emb: pa.Table, task: MaterializationTask, watermark: str | None) -> pa.Table:
-    """The newest row per clip among those the online store must (re)receive.
+def _in_window(table: pa.Table, task: MaterializationTask, ts: str) -> pa.ChunkedArray:
+    """Rows with ``start <= ts < end`` (every row with ``disable_event_timestamp``)."""
+    column = table[ts]
+    if task.disable_event_timestamp:
+        return pa.chunked_array([pa.array(np.ones(table.num_rows, dtype=bool))])
+    after_start = pc.greater_equal(column, pa.scalar(task.start_time, column.type))
+    return pc.and_(after_start, pc.less(column, pa.scalar(task.end_time, column.type)))
 
-    That is every row in the task's window [start, end) and, whatever the window, every
-    row before ``end`` created after the last confirmed online write: rows stranded by a
-    crash after the offline append, or registered with an old timestamp.
-    """
-    if emb.num_rows == 0:
-        return emb
+
+def _unsent(emb: pa.Table, task: MaterializationTask, watermark: str | None) -> pa.ChunkedArray:
+    """Rows before the task's end created after the last confirmed online write: rows
+    stranded by a crash after the offline append, or registered with an old timestamp."""
     ts = emb["event_timestamp"]
     before_end = pc.less(ts, pa.scalar(task.end_time, ts.type))
-    if task.disable_event_timestamp:
-        wanted = pa.array([True] * emb.num_rows)
-    else:
-        in_window = pc.and_(pc.greater_equal(ts, pa.scalar(task.start_time, ts.type)), before_end)
-        wanted = in_window
-        if watermark:
-            cutoff = pa.scalar(dt.datetime.fromisoformat(watermark), emb["created"].type)
-            unsent = pc.and_(pc.greater(emb["created"], cutoff), before_end)
-        else:
-            unsent = before_end
-        wanted = pc.or_(in_window, unsent)
-    candidates = emb.filter(wanted)
-    if candidates.num_rows == 0:
-        return candidates
-    order = pc.sort_indices(
-        candidates,
-        [("clip_id", "ascending"), ("event_timestamp", "descending"), ("created", "descending")],
-    )
-    candidates = candidates.take(order)
-    ids = candidates["clip_id"].to_numpy(zero_copy_only=False)
-    first = np.ones(len(ids), dtype=bool)
-    first[1:] = ids[1:] != ids[:-1]
-    return candidates.filter(pa.array(first))
+    if not watermark:
+        return before_end
+    cutoff = pa.scalar(dt.datetime.fromisoformat(watermark), emb["created"].type)
+    return pc.and_(pc.greater(emb["created"], cutoff), before_end)
+
+
+def _newest_per_key(table: pa.Table, key: str, ts: str, created: str | None) -> pa.Table:
+    """One row per key: the newest by event timestamp, then created timestamp."""
+    if table.num_rows == 0:
+        return table
+    order = [(key, "ascending"), (ts, "descending")]
+    if created:
+        order.append((created, "descending"))
+    table = table.take(pc.sort_indices(table, order))
+    keys = table[key].to_numpy(zero_copy_only=False)
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    return table.filter(pa.array(first))
 
 
 def _max_created(emb: pa.Table, until: dt.datetime) -> str | None:

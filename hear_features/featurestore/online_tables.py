@@ -140,8 +140,15 @@ def write(
         )
         written: list[tuple[int, np.ndarray]] = []
         if with_vectors:
-            written = [(i, v) for i, _, v in changed_since(conn, table, seq - 1)]
-            _write_attributes(conn, table, [i for i, _ in written])
+            cursor = conn.execute(
+                f'SELECT id, entity_key, vector FROM "{table}" '
+                "WHERE seq = ? AND vector IS NOT NULL",
+                (seq,),
+            )
+            by_key = {r.key: r for r in rows}
+            stored = [(int(i), by_key[key]) for i, key, _ in cursor]
+            written = [(i, np.asarray(r.vector, np.float32)) for i, r in stored]
+            _write_attributes(conn, table, [(i, r.features) for i, r in stored])
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -149,19 +156,20 @@ def write(
     return seq, written
 
 
-def _write_attributes(conn: sqlite3.Connection, table: str, ids: list[int]) -> None:
-    """Refresh the filterable scalar features of the given rows."""
+def _write_attributes(
+    conn: sqlite3.Connection, table: str, rows: list[tuple[int, dict[str, ValueProto]]]
+) -> None:
+    """Refresh the filterable scalar features of the rows just written."""
     attrs = f"{table}__attrs"
-    for chunk in _chunks(ids):
-        marks = ",".join("?" * len(chunk))
-        conn.execute(f'DELETE FROM "{attrs}" WHERE id IN ({marks})', chunk)
-        cursor = conn.execute(f'SELECT id, features FROM "{table}" WHERE id IN ({marks})', chunk)
+    for chunk in _chunks(rows):
+        ids = [i for i, _ in chunk]
+        conn.execute(f'DELETE FROM "{attrs}" WHERE id IN ({",".join("?" * len(ids))})', ids)
         conn.executemany(
             f'INSERT INTO "{attrs}" (id, name, text, num) VALUES (?, ?, ?, ?)',
             [
-                (row_id, name, text, num)
-                for row_id, blob in cursor
-                for name, text, num in scalars(decode(blob))
+                (i, name, text, num)
+                for i, features in chunk
+                for name, text, num in scalars(features)
             ],
         )
 
