@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+
+from hear_features.synthetic import cough, write_corpus
 
 # Keep every cache the code under test writes inside the test session's temp area.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -113,3 +118,65 @@ def hear_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
         timeout=600,
         env=env,
     )
+
+
+# ---- one registered, applied and materialised repository, shared by the Feast tests ----
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+T1 = NOW - dt.timedelta(days=20)
+T2 = NOW - dt.timedelta(days=10)
+T3 = NOW - dt.timedelta(days=5)
+
+
+def iso(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def end_time() -> str:
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def state(repo: Path) -> dict:
+    return json.loads((repo / "data" / "embeddings.parquet.state.json").read_text())
+
+
+def register(repo: Path, *args: str) -> None:
+    proc = hear_cli("register", *args, "--repo", str(repo))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@dataclass
+class Workflow:
+    repo: Path
+    corpus: Path
+    changed: str  # audio path whose label changes at T2
+    late: Path  # recording first registered at T3
+    first: str  # output of the first materialize
+    second: str  # output of the second
+
+
+@pytest.fixture(scope="session")
+def workflow(tmp_path_factory: pytest.TempPathFactory, standin_dir: Path) -> Workflow:
+    root = tmp_path_factory.mktemp("workflow")
+    corpus = root / "corpus"
+    items = write_corpus(corpus, subjects=2, per_label=1, seed=3)
+    repo = make_repo(root / "repo", standin_dir)
+    register(repo, str(corpus / "manifest.csv"), "--timestamp", iso(T1))
+
+    changed = items[0]  # subject 0's cough
+    assert changed.label == "cough"
+    relabel = root / "relabel.csv"
+    relabel.write_text(
+        f"path,label,subject_id,dataset,device\n{changed.path},cough-wet,subject-0,synthetic,simulated\n"
+    )
+    register(repo, str(relabel), "--timestamp", iso(T2))
+
+    late = root / "late" / "late_cough.wav"
+    late.parent.mkdir()
+    sf.write(late, cough(np.random.default_rng(42), 16_000, subject=1).astype(np.float32), 16_000)
+    register(repo, str(late), "--label", "cough", "--subject", "subject-9", "--timestamp", iso(T3))
+
+    feast(repo, "apply")
+    first = feast(repo, "materialize-incremental", end_time()).stdout
+    second = feast(repo, "materialize-incremental", end_time()).stdout
+    return Workflow(repo, corpus, str(changed.path), late, first, second)
