@@ -53,7 +53,7 @@ class IndexConfig:
     flat_threshold: int = 20_000
     recall_target: float = 0.95
     nprobe: int | None = None
-    train_sample: int = 100_000
+    train_sample: int = 160_000
     hnsw_ef_search: int = 128
     use_gpu: str = "auto"
     gpu_fp16: bool = False

@@ -34,9 +34,12 @@ log = logging.getLogger(__name__)
 
 #: Queries per search call at or above which FAISS's flat search uses BLAS.
 BLAS_THRESHOLD = 4
-#: Neighbours and queries used to tune nprobe.
+#: Neighbours and queries used to tune nprobe, and the nprobe values tried, in order.
 _TUNE_K = 10
 _TUNE_QUERIES = 256
+_NPROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+#: Vectors a single IVF query must scan before it is worth splitting across threads.
+_PARALLEL_SCAN = 20_000
 
 
 @dataclass(frozen=True)
@@ -226,7 +229,7 @@ class VectorIndex:
         if len(q) == 0:
             raise InputShapeError("no query vectors")
         allowed = None if allowed_ids is None else np.unique(_check_ids(allowed_ids))
-        with self._lock, _omp_threads(1 if len(q) == 1 else None):
+        with self._lock, self._threads_for(len(q)):
             if allowed is not None and len(allowed) == 0:
                 distances = np.full((len(q), k), np.inf, np.float32)
                 labels = np.full((len(q), k), -1, np.int64)
@@ -240,6 +243,29 @@ class VectorIndex:
             leaked = (labels >= 0) & ~np.isin(labels, allowed)
             labels = np.where(leaked, -1, labels)
         return _result(labels, distances, self.config.metric)
+
+    @contextlib.contextmanager
+    def _threads_for(self, n_queries: int) -> Iterator[None]:
+        """OpenMP settings for one search call.
+
+        Batches parallelise over queries (FAISS's default). A single query on an IVF
+        index that scans many vectors parallelises over its inverted lists instead; one
+        that scans few runs on one thread, where starting threads costs more than it
+        saves. HNSW single queries run on one thread; flat scans split the database.
+        """
+        ivf = faiss.try_extract_index_ivf(self.index)
+        if n_queries > 1 or self.kind.startswith("IndexFlat"):
+            yield
+            return
+        if ivf is None or ivf.nprobe * len(self) / max(1, ivf.nlist) < _PARALLEL_SCAN:
+            with _omp_threads(1):
+                yield
+            return
+        ivf.parallel_mode = 1
+        try:
+            yield
+        finally:
+            ivf.parallel_mode = 0
 
     def _params(self, allowed: np.ndarray) -> Any:
         selector = faiss.IDSelectorBatch(allowed)
@@ -258,7 +284,7 @@ class VectorIndex:
 
         Queries are stored vectors; each query's own id is left out of both the exact
         and the approximate answer, so that it cannot inflate recall. The target is
-        raised by 0.02 to leave a margin for queries that are not in the sample.
+        raised by 0.01 to leave a margin for queries that are not in the sample.
         """
         ivf = faiss.try_extract_index_ivf(self.index)
         if ivf is None:
@@ -267,21 +293,16 @@ class VectorIndex:
         pick = rng.choice(len(vectors), size=min(_TUNE_QUERIES, len(vectors)), replace=False)
         queries = vectors[pick]
         exact = _exact_neighbours(queries, vectors, ids, _TUNE_K + 1, self.config.metric)
-        target = min(1.0, self.config.recall_target + 0.02)
-        nprobe = 1
-        while True:
+        target = min(1.0, self.config.recall_target + 0.01)
+        candidates = [p for p in _NPROBES if p < ivf.nlist] + [ivf.nlist]
+        for nprobe in candidates:
             ivf.nprobe = nprobe
             _, approx = self.index.search(queries, _TUNE_K + 1)
             recall = _recall(approx, exact, ids[pick], _TUNE_K)
-            if recall >= target or nprobe >= ivf.nlist:
-                log.info(
-                    "nprobe %d gives recall@10 %.3f on %d held-in queries",
-                    nprobe,
-                    recall,
-                    len(pick),
-                )
-                return nprobe
-            nprobe = min(ivf.nlist, nprobe * 2)
+            if recall >= target:
+                break
+        log.info("nprobe %d gives recall@10 %.3f on %d held-in queries", nprobe, recall, len(pick))
+        return nprobe
 
     # ---- GPU and internals ------------------------------------------------------------
 

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Annotated
 
 import duckdb
-import numpy as np
 import pandas as pd
 import typer
 import yaml
 from feast import FeatureStore
+from feast.filter_models import ComparisonFilter
 from rich.table import Table
 
 from hear_features.cli.common import console, reports_errors, setup_logging
@@ -32,9 +32,9 @@ from hear_features.errors import HearFeaturesError, ModelError
 from hear_features.featurestore import runtime
 from hear_features.featurestore.registration import recordings_from_inputs, register
 from hear_features.featurestore.repo import find_repo, open_store, tables
+from hear_features.featurestore.search import similar_clips
 from hear_features.featurestore.settings import EncoderSettings
 from hear_features.featurestore.training import latest_embeddings, training_set
-from hear_features.similarity import cosine_top_k
 from hear_features.synthetic import write_corpus
 
 
@@ -118,7 +118,7 @@ def demo(
     show_training_set(store, workdir)
     console.rule("[bold]8. DuckDB over the offline Parquet")
     show_duckdb(tables(store).embeddings)
-    console.rule("[bold]9. nearest neighbours (exact cosine)")
+    console.rule("[bold]9. similar clips (retrieve_online_documents_v2, FAISS)")
     show_neighbours(store)
 
 
@@ -206,24 +206,45 @@ def show_duckdb(embeddings: Path) -> None:
 
 
 def show_neighbours(store: FeatureStore) -> None:
-    """A query per label with its top 3 neighbours, and leave-one-out label agreement."""
+    """One query per label through Feast's vector search, a filtered query, and the
+    leave-one-out label agreement of the nearest stored neighbour."""
     ids, matrix, _ = latest_embeddings(tables(store))
-    meta = store.get_online_features(
-        features=["clip_metadata:label", "clip_metadata:subject_id"],
-        entity_rows=[{"clip_id": c} for c in ids],
-    ).to_dict()
-    labels = np.array(meta["label"])
-    subjects = np.array(meta["subject_id"])
-    idx, sims = cosine_top_k(matrix, matrix, 3, exclude_self=True)
+    labels = store.get_online_features(
+        features=["clip_metadata:label"], entity_rows=[{"clip_id": c} for c in ids]
+    ).to_dict()["label"]
     for label in sorted(set(labels)):
-        q = int(np.flatnonzero(labels == label)[0])
-        view = Table(title=f"query {ids[q]} ({label}, {subjects[q]})", title_justify="left")
-        for col in ("rank", "clip_id", "label", "subject", "cosine"):
-            view.add_column(col)
-        for rank, (j, s) in enumerate(zip(idx[q], sims[q], strict=True), 1):
-            view.add_row(str(rank), ids[j], labels[j], subjects[j], f"{s:.3f}")
-        console.print(view)
-    agree = float(np.mean(labels[idx[:, 0]] == labels))
-    console.print(
-        f"leave-one-out nearest neighbour has the same label for {agree:.0%} of {len(labels)} clips"
+        q = labels.index(label)
+        hits = [h for h in similar_clips(store, matrix[q], 4) if h["clip_id"] != ids[q]][:3]
+        show_hits(f"query {ids[q]} ({label})", hits)
+    cough = labels.index("cough")
+    only_breath = ComparisonFilter(type="eq", key="label", value="breath")
+    show_hits(
+        f"query {ids[cough]} (cough), filtered to label = breath",
+        similar_clips(store, matrix[cough], 3, filters=only_breath),
     )
+    agree = sum(
+        labels[
+            ids.index(next(h for h in similar_clips(store, v, 2) if h["clip_id"] != c)["clip_id"])
+        ]
+        == lab
+        for c, v, lab in zip(ids, matrix, labels, strict=True)
+    )
+    console.print(
+        f"leave-one-out: the nearest stored neighbour has the same label for "
+        f"{agree / len(ids):.0%} of {len(ids)} clips"
+    )
+
+
+def show_hits(title: str, hits: list[dict[str, object]]) -> None:
+    view = Table(title=title, title_justify="left")
+    for col in ("rank", "clip_id", "label", "subject", "distance"):
+        view.add_column(col)
+    for rank, hit in enumerate(hits, 1):
+        view.add_row(
+            str(rank),
+            str(hit["clip_id"]),
+            str(hit["label"]),
+            str(hit["subject_id"]),
+            f"{hit['distance']:.4f}",
+        )
+    console.print(view)

@@ -157,9 +157,7 @@ def more_like(
     setup_logging(verbose)
     store = open_store(repo)
     encoder = runtime.encoder_for(EncoderSettings.from_repo_config(store.config)) if audio else None
-    frame = more_like_these(
-        store, tables(store), seed_ids=seeds or [], audio=audio, encoder=encoder, k=k
-    )
+    frame = more_like_these(store, seed_ids=seeds or [], audio=audio, encoder=encoder, k=k)
     write_training_set(frame, out)
     console.print(
         f"wrote {len(frame)} neighbour rows for {frame['seed_id'].nunique()} seed(s) to {out}"

@@ -250,16 +250,15 @@ class HearOnlineStore(OnlineStore):
             raise InputShapeError("the query embedding must be a flat list of finite numbers")
         conn = self._conn(config)
         name = _table_name(config, table)
-        allowed = (
-            AttributeFilter(name).allowed_ids(conn, filters)
-            if online_tables.exists(conn, name)
-            else None
-        )
-        result = handle.search(conn, query, top_k, allowed)
+        result = handle.search(conn, query, top_k, AttributeFilter(name).allowed_ids(conn, filters))
         if result is None:
             return []
         hits = result.hits(0)
-        rows = online_tables.read_by_ids(conn, name, [i for i, _, _ in hits], vector.name)
+        # Decoding 512 floats per hit costs more than the search: only when asked for.
+        wants_vector = not requested_features or vector.name in requested_features
+        rows = online_tables.read_by_ids(
+            conn, name, [i for i, _, _ in hits], vector.name if wants_vector else None
+        )
         version = config.entity_key_serialization_version
         documents: list[tuple[Any, Document]] = []
         for row_id, distance, _score in hits:

@@ -223,9 +223,10 @@ def model_id_of(conn: sqlite3.Connection, table: str, feature: str = "model_id")
 
 
 def max_seq(conn: sqlite3.Connection, table: str) -> int:
-    if not exists(conn, table):
+    try:
+        return int(conn.execute(f'SELECT COALESCE(MAX(seq), 0) FROM "{table}"').fetchone()[0])
+    except sqlite3.OperationalError:  # no such table (yet)
         return 0
-    return int(conn.execute(f'SELECT COALESCE(MAX(seq), 0) FROM "{table}"').fetchone()[0])
 
 
 def read_by_keys(

@@ -24,8 +24,8 @@ from hear_features.clips import iter_clips
 from hear_features.embedding import Encoder
 from hear_features.errors import ConfigError, HearFeaturesError, InputShapeError
 from hear_features.featurestore.repo import EMBEDDINGS_VIEW, Tables
+from hear_features.featurestore.search import similar_clips
 from hear_features.featurestore.tables import EMBEDDING_SCHEMA, read_table
-from hear_features.similarity import cosine_top_k
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,6 @@ def latest_embeddings(tables: Tables) -> tuple[list[str], np.ndarray, set[str]]:
 
 def more_like_these(
     store: FeatureStore,
-    tables: Tables,
     *,
     seed_ids: Sequence[str] = (),
     audio: Path | None = None,
@@ -142,62 +141,72 @@ def more_like_these(
     Seeds are stored clip ids, or the windows of an audio file (embedded with
     ``encoder``, which must be the model the store was built with). Seeds never appear
     among the neighbours; a clip near several seeds appears once, for its nearest seed.
-    Exact cosine search over the offline table.
+    Neighbours come from the online store's vector index, through Feast.
     """
     if k < 1:
         raise InputShapeError(f"k must be at least 1, got {k}")
-    ids, matrix, models = latest_embeddings(tables)
-    if not ids:
-        raise ConfigError("the store holds no embeddings yet: run `feast materialize` first")
-    position = {c: i for i, c in enumerate(ids)}
-    seeds: list[tuple[str, np.ndarray]] = []
-    unknown = [s for s in seed_ids if s not in position]
-    if unknown:
-        raise UnknownClipError(f"unknown clip id(s): {', '.join(unknown[:10])}")
-    seeds += [(s, matrix[position[s]]) for s in seed_ids]
+    seeds = _stored_seeds(store, seed_ids)
     if audio is not None:
-        if encoder is None:
-            raise ConfigError("an audio seed needs an encoder")
-        if models and encoder.model_id not in models:
-            raise ConfigError(
-                f"the store was built with {', '.join(sorted(models))}; "
-                f"the audio seed would be embedded with {encoder.model_id}"
-            )
-        windows = list(iter_clips(audio, window_config, limits))
-        if not windows:
-            raise ConfigError(f"{audio} has no window loud enough to use as a seed")
-        vectors = encoder.encode(np.stack([samples for _, samples in windows]))
-        seeds += [
-            (f"{audio.name}@{ref.offset_s:.2f}s", v)
-            for (ref, _), v in zip(windows, vectors, strict=True)
-        ]
+        seeds += _audio_seeds(audio, encoder, window_config, limits)
     if not seeds:
         raise ConfigError("give at least one seed clip id or an audio file")
 
-    excluded = {position[s] for s in seed_ids}
-    best: dict[int, tuple[float, str]] = {}
-    idx, sims = cosine_top_k(np.stack([v for _, v in seeds]), matrix, k + len(excluded))
-    for (seed, _), row_idx, row_sims in zip(seeds, idx, sims, strict=True):
-        kept = [
-            (int(j), float(s))
-            for j, s in zip(row_idx, row_sims, strict=True)
-            if int(j) not in excluded
-        ][:k]
-        for j, sim in kept:
-            if j not in best or sim > best[j][0]:
-                best[j] = (sim, seed)
-    ranked = sorted(best.items(), key=lambda item: -item[1][0])
-    when = at or dt.datetime.now(dt.UTC)
+    excluded = set(seed_ids)
+    best: dict[str, tuple[float, str]] = {}  # clip -> (distance, seed)
+    for seed, vector in seeds:
+        hits = similar_clips(store, vector, k + len(excluded), features=("model_id",))
+        if (
+            encoder is not None
+            and audio is not None
+            and hits
+            and hits[0]["model_id"] != encoder.model_id
+        ):
+            raise ConfigError(
+                f"the store was built with {hits[0]['model_id']}; "
+                f"the audio seed was embedded with {encoder.model_id}"
+            )
+        for hit in [h for h in hits if h["clip_id"] not in excluded][:k]:
+            clip, distance = hit["clip_id"], float(hit["distance"])
+            if clip not in best or distance < best[clip][0]:
+                best[clip] = (distance, seed)
+    ranked = sorted(best.items(), key=lambda item: item[1][0])
     entities = pd.DataFrame(
         {
-            "clip_id": [ids[j] for j, _ in ranked],
-            TIMESTAMP_COLUMN: [when] * len(ranked),
+            "clip_id": [clip for clip, _ in ranked],
+            TIMESTAMP_COLUMN: [at or dt.datetime.now(dt.UTC)] * len(ranked),
             "seed_id": [seed for _, (_, seed) in ranked],
-            "score": [sim for _, (sim, _) in ranked],
-            "distance": [1.0 - sim for _, (sim, _) in ranked],
+            "distance": [distance for _, (distance, _) in ranked],
         }
     )
-    entities["rank"] = (
-        entities.groupby("seed_id")["score"].rank(ascending=False, method="first").astype(int)
-    )
+    entities["rank"] = entities.groupby("seed_id")["distance"].rank(method="first").astype(int)
     return training_set(store, entities)
+
+
+def _stored_seeds(store: FeatureStore, seed_ids: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+    if not seed_ids:
+        return []
+    found = store.get_online_features(
+        features=[f"{EMBEDDINGS_VIEW}:embedding"], entity_rows=[{"clip_id": s} for s in seed_ids]
+    ).to_dict()["embedding"]
+    unknown = [s for s, v in zip(seed_ids, found, strict=True) if v is None]
+    if unknown:
+        raise UnknownClipError(f"unknown clip id(s): {', '.join(unknown[:10])}")
+    return [(s, np.asarray(v, dtype=np.float32)) for s, v in zip(seed_ids, found, strict=True)]
+
+
+def _audio_seeds(
+    audio: Path,
+    encoder: Encoder | None,
+    window_config: WindowConfig | None,
+    limits: AudioLimits | None,
+) -> list[tuple[str, np.ndarray]]:
+    if encoder is None:
+        raise ConfigError("an audio seed needs an encoder")
+    windows = list(iter_clips(audio, window_config, limits))
+    if not windows:
+        raise ConfigError(f"{audio} has no window loud enough to use as a seed")
+    vectors = encoder.encode(np.stack([samples for _, samples in windows]))
+    return [
+        (f"{audio.name}@{ref.offset_s:.2f}s", v)
+        for (ref, _), v in zip(windows, vectors, strict=True)
+    ]
