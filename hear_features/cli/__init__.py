@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import typer
 
 from hear_features.cli import demo, encode, store
+
+# Third-party chatter that a person running the CLI can do nothing about.
+warnings.filterwarnings("ignore", message=".*fetch_arrow_table", category=DeprecationWarning)
+warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
 
 app = typer.Typer(
     name="hear-features",

@@ -149,7 +149,15 @@ def run_feast(args: list[str], repo: Path) -> None:
 
 def _is_noise(line: str) -> bool:
     """TensorFlow start-up chatter, third-party warnings and progress bars."""
-    noise = ("oneDNN", "absl::InitializeLog", "Warning", "fetch_arrow_table", "warnings.warn", "%|")
+    noise = (
+        "oneDNN",
+        "absl::InitializeLog",
+        "Warning",
+        "fetch_arrow_table",
+        "warnings.warn",
+        "%|",
+        "INFO:faiss",
+    )
     return any(n in line for n in noise) or line.lstrip().startswith("meta = ")
 
 
