@@ -31,6 +31,8 @@ test: install
 
 bench: install
 	$(BIN)/python bench/embed.py
+	$(BIN)/python bench/materialize.py
+	$(BIN)/python bench/index.py
 
 lint: install
 	$(BIN)/ruff check .
