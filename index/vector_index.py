@@ -38,8 +38,6 @@ BLAS_THRESHOLD = 4
 _TUNE_K = 10
 _TUNE_QUERIES = 256
 _NPROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
-#: Vectors a single IVF query must scan before it is worth splitting across threads.
-_PARALLEL_SCAN = 20_000
 
 
 @dataclass(frozen=True)
@@ -249,15 +247,16 @@ class VectorIndex:
         """OpenMP settings for one search call.
 
         Batches parallelise over queries (FAISS's default). A single query on an IVF
-        index that scans many vectors parallelises over its inverted lists instead; one
-        that scans few runs on one thread, where starting threads costs more than it
-        saves. HNSW single queries run on one thread; flat scans split the database.
+        index parallelises over its inverted lists instead (``parallel_mode = 1``): on
+        this project's 2-core machines that beat one thread by 1.4-1.6x from 1,000 to
+        16,000 scanned vectors. A single HNSW query runs on one thread; a flat scan
+        splits the database between threads.
         """
         ivf = faiss.try_extract_index_ivf(self.index)
         if n_queries > 1 or self.kind.startswith("IndexFlat"):
             yield
             return
-        if ivf is None or ivf.nprobe * len(self) / max(1, ivf.nlist) < _PARALLEL_SCAN:
+        if ivf is None:
             with _omp_threads(1):
                 yield
             return
