@@ -73,7 +73,7 @@ def bench_front_end(files: dict[str, Path], seconds: int) -> Table:
 def bench_encoder(model: str, batch_sizes: list[int], clips: int) -> Table:
     encoders = {b: HearEncoder.load(model, batch_size=b) for b in batch_sizes}
     first = next(iter(encoders.values()))
-    table = Table(title=f"encoder {first.describe()}")
+    table = Table(title=f"encoder {first.model_id} on {first.info.device}, by batch size")
     for col in ("batch size", "clips", "wall s", "clips/s", "audio x real time"):
         table.add_column(col, justify="right")
     x = (0.1 * np.random.default_rng(1).standard_normal((clips, 32_000))).astype(np.float32)
