@@ -383,8 +383,8 @@ def _result(labels: np.ndarray, raw: np.ndarray, metric: Metric) -> SearchResult
         distances = np.sqrt(np.maximum(raw, 0))
         scores = -distances
     elif metric is Metric.COSINE:
-        scores = raw
-        distances = 1.0 - raw
+        scores = np.clip(raw, -1.0, 1.0)  # float round-off can put a self-match at 1 + 1e-7
+        distances = 1.0 - scores
     else:
         scores = raw
         distances = -raw

@@ -6,7 +6,7 @@ import warnings
 
 import typer
 
-from hear_features.cli import demo, encode, store
+from hear_features.cli import demo, encode, serve, store
 
 # Third-party chatter that a person running the CLI can do nothing about.
 warnings.filterwarnings("ignore", message=".*fetch_arrow_table", category=DeprecationWarning)
@@ -24,6 +24,7 @@ app.command("embed")(encode.embed)
 app.command("register")(store.register)
 app.command("training-set")(store.training_set)
 app.command("more-like")(store.more_like)
+app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 
 __all__ = ["app"]

@@ -20,6 +20,7 @@ import shutil
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -73,6 +74,19 @@ class HearOnlineStoreConfig(FeastConfigBaseModel):
 
 
 Row = tuple[EntityKeyProto, dict[str, ValueProto], dt.datetime, dt.datetime | None]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the serialized entity key, how close it is, its features."""
+
+    key: bytes
+    distance: float
+    score: float
+    features: dict[str, ValueProto]
+    event_ts: dt.datetime
+
+
 Document = tuple[dt.datetime | None, EntityKeyProto | None, dict[str, ValueProto] | None]
 
 
@@ -231,46 +245,87 @@ class HearOnlineStore(OnlineStore):
         by key, so they are returned in entity-key order: every hit keeps its own
         distance, and callers sort by distance for ranking.
         """
+        if embedding is None:
+            raise ConfigError("this online store searches by vector only (no text search)")
+        hits = self.search(
+            config,
+            table,
+            np.asarray(embedding, dtype=np.float32),
+            top_k,
+            filters=filters,
+            features=requested_features,
+            metric=distance_metric,
+        )[0]
+        version = config.entity_key_serialization_version
+        documents: list[tuple[Any, Document]] = []
+        for hit in hits:
+            key = deserialize_entity_key(hit.key, entity_key_serialization_version=version)
+            features = dict(hit.features)
+            features[DISTANCE] = ValueProto(float_val=hit.distance)
+            documents.append((_sort_key(key), (hit.event_ts, key, features)))
+        documents.sort(key=lambda item: item[0])
+        return [doc for _, doc in documents]
+
+    def search(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        queries: np.ndarray,
+        k: int,
+        *,
+        filters: ComparisonFilter | CompoundFilter | None = None,
+        features: list[str] | None = None,
+        metric: str | None = None,
+    ) -> list[list[Hit]]:
+        """The ``k`` nearest stored entities of each query, nearest first, with features.
+
+        The common core of Feast's v2 retrieval and the HTTP API. ``features`` None
+        means all of them (the vector included); the vector is decoded only when asked
+        for, because that costs more than the search itself.
+        """
         vector = _vector_field(table)
         if vector is None:
             raise ConfigError(f"feature view {table.name} has no field with vector_index=True")
-        if embedding is None:
-            raise ConfigError("this online store searches by vector only (no text search)")
-        requested = Metric.parse(distance_metric) if distance_metric else None
         handle = self._handle(config, table)
+        requested = Metric.parse(metric) if metric else None
         if requested is not None and requested is not handle.config.metric:
             raise ConfigError(
                 f"{table.name}.{vector.name} is indexed for {handle.config.metric} search, "
                 f"not {requested}"
             )
-        if top_k < 1:
-            raise InputShapeError(f"top_k must be at least 1, got {top_k}")
-        query = np.asarray(embedding, dtype=np.float32)
-        if query.ndim != 1 or not np.isfinite(query).all():
+        if k < 1:
+            raise InputShapeError(f"k must be at least 1, got {k}")
+        q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if q.ndim != 2 or not np.isfinite(q).all():
             raise InputShapeError("the query embedding must be a flat list of finite numbers")
         conn = self._conn(config)
         name = _table_name(config, table)
-        result = handle.search(conn, query, top_k, AttributeFilter(name).allowed_ids(conn, filters))
+        result = handle.search(conn, q, k, AttributeFilter(name).allowed_ids(conn, filters))
         if result is None:
-            return []
-        hits = result.hits(0)
-        # Decoding 512 floats per hit costs more than the search: only when asked for.
-        wants_vector = not requested_features or vector.name in requested_features
-        rows = online_tables.read_by_ids(
-            conn, name, [i for i, _, _ in hits], vector.name if wants_vector else None
-        )
-        version = config.entity_key_serialization_version
-        documents: list[tuple[Any, Document]] = []
-        for row_id, distance, _score in hits:
-            row = rows.get(row_id)
-            if row is None:  # deleted since the index was read
-                continue
-            key = deserialize_entity_key(row.key, entity_key_serialization_version=version)
-            features = _select(row.features, requested_features)
-            features[DISTANCE] = ValueProto(float_val=distance)
-            documents.append((_sort_key(key), (row.event_ts, key, features)))
-        documents.sort(key=lambda item: item[0])
-        return [doc for _, doc in documents]
+            return [[] for _ in q]
+        wants_vector = not features or vector.name in features
+        ids = sorted({int(i) for i in result.ids.ravel() if i >= 0})
+        rows = online_tables.read_by_ids(conn, name, ids, vector.name if wants_vector else None)
+        answers: list[list[Hit]] = []
+        for row_index in range(len(q)):
+            hits = []
+            for row_id, distance, score in result.hits(row_index):
+                row = rows.get(row_id)
+                if row is not None:  # None: deleted since the index was read
+                    hits.append(
+                        Hit(row.key, distance, score, _select(row.features, features), row.event_ts)
+                    )
+            answers.append(hits)
+        return answers
+
+    def model_id(self, config: RepoConfig, table: FeatureView) -> str:
+        """The model that made the vectors of ``table`` (``unknown`` before any write)."""
+        return self._handle(config, table).model_id
+
+    def refresh(self, config: RepoConfig, table: FeatureView) -> int:
+        """Bring this process's index of ``table`` up to date; returns its size."""
+        index = self._handle(config, table).current(self._conn(config))
+        return len(index) if index is not None else 0
 
     # ---- infrastructure -----------------------------------------------------------------
 
