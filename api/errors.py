@@ -16,6 +16,12 @@ from hear_features.errors import HearFeaturesError
 log = logging.getLogger(__name__)
 
 
+class InvalidRequest(HearFeaturesError):
+    """A request that parses but does not make sense (e.g. neither entities nor seeds)."""
+
+    http_status = 422
+
+
 def error_response(status: int, kind: str, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"type": kind, "message": message}})
 

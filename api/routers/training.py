@@ -11,10 +11,10 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Header
 from fastapi.responses import Response
 from hear_features.api.dependencies import Authorized, get_state
+from hear_features.api.errors import InvalidRequest
 from hear_features.api.models import TrainingSetRequest, TrainingSetResponse, error_responses
 from hear_features.api.state import ServiceState
 
-from hear_features.errors import ConfigError
 from hear_features.featurestore.training import write_training_set
 
 router = APIRouter(prefix="/v1", tags=["training"], dependencies=[Authorized])
@@ -36,14 +36,14 @@ async def training_set(
     seed clips + k -> their nearest stored clips with provenance. ``Accept:
     application/vnd.apache.parquet`` returns a Parquet file instead of JSON."""
     if (body.entities is None) == (body.seeds is None):
-        raise ConfigError("give either 'entities' or 'seeds'")
+        raise InvalidRequest("give either 'entities' or 'seeds'")
     entities = None
     if body.entities is not None:
         if not body.entities:
-            raise ConfigError("'entities' is empty")
+            raise InvalidRequest("'entities' is empty")
         entities = pd.DataFrame([row.model_dump() for row in body.entities])
     elif not body.seeds:
-        raise ConfigError("'seeds' is empty")
+        raise InvalidRequest("'seeds' is empty")
     frame = await state.training_rows(entities, body.seeds, body.k)
     if accept and PARQUET in accept:
         return Response(content=_parquet(frame), media_type=PARQUET)

@@ -1,0 +1,494 @@
+"""The HTTP API against a real uvicorn process on 127.0.0.1, with httpx."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from hear_features.synthetic import write_corpus
+from tests.conftest import end_time, feast, make_repo, noise, register
+
+pytestmark = pytest.mark.slow
+
+API_KEY = "s3cret-key-for-tests"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[str]
+    repo: Path
+
+    def client(self, **kwargs) -> httpx.Client:  # type: ignore[no-untyped-def]
+        return httpx.Client(base_url=self.url, timeout=60, **kwargs)
+
+
+def start_server(repo: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if k not in ("HEAR_MODEL", "HEAR_API_KEY")}
+    full_env.update(env or {})
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hear_features",
+            "serve",
+            "--repo",
+            str(repo),
+            "--port",
+            str(port),
+            *args,
+        ],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    server = Server(f"http://127.0.0.1:{port}", process, repo)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"server exited: {process.stdout.read() if process.stdout else ''}"
+            )
+        try:
+            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise AssertionError("server did not become ready")
+
+
+def stop(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="module")
+def api_repo(tmp_path_factory: pytest.TempPathFactory, standin_dir: Path) -> Path:
+    root = tmp_path_factory.mktemp("api")
+    write_corpus(root / "corpus", subjects=2, per_label=2, seed=5)
+    repo = make_repo(root / "repo", standin_dir)
+    register(repo, str(root / "corpus" / "manifest.csv"))
+    feast(repo, "apply")
+    feast(repo, "materialize-incremental", end_time())
+    return repo
+
+
+@pytest.fixture(scope="module")
+def server(api_repo: Path) -> Iterator[Server]:
+    srv = start_server(api_repo, "--max-upload-mb", "1", "--max-audio-s", "30")
+    yield srv
+    stop(srv)
+
+
+def stored(repo: Path) -> dict[str, dict]:
+    rows = pq.read_table(repo / "data" / "embeddings.parquet").to_pylist()
+    return {r["clip_id"]: r for r in rows}
+
+
+def wav_bytes(x: np.ndarray, sr: int, fmt: str = "WAV", subtype: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, x, sr, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+# ---- the endpoints ---------------------------------------------------------------------------
+
+
+def test_health_ready_and_metrics(server: Server) -> None:
+    with server.client() as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        ready = c.get("/readyz").json()
+        assert ready["ready"] and ready["index_vectors"] == len(stored(server.repo))
+        assert ready["model_id"] == "hear-features/standin@v1-seed0"
+        c.get("/v1/clips/does-not-exist")
+        text = c.get("/metrics").text
+        assert 'hear_requests_total{method="GET",route="/v1/clips/{clip_id}",status="404"}' in text
+        assert f"hear_index_vectors {float(len(stored(server.repo)))}" in text
+
+
+def test_vector_search_returns_exact_neighbours_with_metadata(server: Server) -> None:
+    truth = stored(server.repo)
+    query = np.asarray(next(iter(truth.values()))["embedding"]) + 0.2
+    with server.client() as c:
+        reply = c.post("/v1/search/vector", json={"vector": query.tolist(), "k": 4})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    unit = query / np.linalg.norm(query)
+    expected = sorted(
+        truth,
+        key=lambda cid: -unit @ (v := np.asarray(truth[cid]["embedding"])) / np.linalg.norm(v),
+    )
+    assert [r["clip_id"] for r in body["results"]] == expected[:4]
+    for r in body["results"]:
+        assert (
+            r["label"] == truth[r["clip_id"]]["label"]
+            and r["audio_uri"] == truth[r["clip_id"]]["audio_uri"]
+        )
+        assert r["distance"] == pytest.approx(1 - r["score"], abs=1e-6)
+    assert body["model_id"] == "hear-features/standin@v1-seed0"
+
+
+def test_vector_search_filters(server: Server) -> None:
+    query = np.ones(512).tolist()
+    with server.client() as c:
+        body = c.post(
+            "/v1/search/vector",
+            json={
+                "vector": query,
+                "k": 100,
+                "filters": {"label": ["breath", "speech"], "subject_id": "subject-1"},
+            },
+        ).json()
+    truth = stored(server.repo)
+    allowed = {
+        c
+        for c, r in truth.items()
+        if r["label"] in ("breath", "speech") and r["subject_id"] == "subject-1"
+    }
+    assert {r["clip_id"] for r in body["results"]} == allowed
+
+
+@pytest.mark.parametrize(
+    ("fmt", "subtype", "sr"),
+    [
+        ("WAV", "PCM_16", 16_000),
+        ("FLAC", None, 44_100),
+        ("OGG", "VORBIS", 48_000),
+        ("MP3", None, 22_050),
+    ],
+)
+def test_audio_search_finds_the_uploaded_recording(
+    server: Server, fmt: str, subtype: str | None, sr: int
+) -> None:
+    truth = stored(server.repo)
+    source = next(r["audio_uri"] for r in truth.values() if r["label"] == "speech")
+    x, file_sr = sf.read(source, dtype="float32")
+    import soxr
+
+    data = wav_bytes(soxr.resample(x, file_sr, sr), sr, fmt, subtype)
+    with server.client() as c:
+        reply = c.post(
+            "/v1/search/audio",
+            files={"file": (f"query.{fmt.lower()}", data)},
+            data={"k": "3", "aggregation": "recording"},
+        )
+    assert reply.status_code == 200, reply.text
+    best = reply.json()["recordings"][0]
+    assert best["audio_uri"] == source
+    assert best["distance"] < 0.05
+
+
+def test_audio_search_per_window_and_strongest_event(server: Server) -> None:
+    source = next(r["audio_uri"] for r in stored(server.repo).values() if r["label"] == "breath")
+    data = Path(source).read_bytes()
+    with server.client() as c:
+        every = c.post("/v1/search/audio", files={"file": ("q", data)}, data={"k": "2"}).json()
+        strongest = c.post(
+            "/v1/search/audio", files={"file": ("q", data)}, data={"k": "2", "windows": "strongest"}
+        ).json()
+        only_coughs = c.post(
+            "/v1/search/audio", files={"file": ("q", data)}, data={"k": "5", "label": "cough"}
+        ).json()
+    assert len(every["windows"]) >= 2 and all(len(w["results"]) == 2 for w in every["windows"])
+    assert len(strongest["windows"]) == 1
+    assert {r["label"] for w in only_coughs["windows"] for r in w["results"]} == {"cough"}
+
+
+def test_clip_lookup_and_similar(server: Server) -> None:
+    truth = stored(server.repo)
+    clip_id, row = next(iter(truth.items()))
+    with server.client() as c:
+        plain = c.get(f"/v1/clips/{clip_id}").json()
+        full = c.get(f"/v1/clips/{clip_id}", params={"include_embedding": "true"}).json()
+        similar = c.get(f"/v1/clips/{clip_id}/similar", params={"k": 3}).json()
+    assert plain["label"] == row["label"] and plain["embedding"] is None
+    np.testing.assert_allclose(full["embedding"], row["embedding"], atol=1e-6)
+    assert len(similar["results"]) == 3 and clip_id not in [
+        r["clip_id"] for r in similar["results"]
+    ]
+
+
+def test_training_set_as_json_and_parquet(server: Server) -> None:
+    ids = list(stored(server.repo))[:3]
+    body = {
+        "entities": [
+            {"clip_id": c, "event_timestamp": "2099-01-01T00:00:00Z", "fold": i}
+            for i, c in enumerate(ids)
+        ]
+    }
+    with server.client() as c:
+        as_json = c.post("/v1/training-set", json=body).json()
+        as_parquet = c.post(
+            "/v1/training-set", json=body, headers={"Accept": "application/vnd.apache.parquet"}
+        )
+        past = c.post(
+            "/v1/training-set",
+            json={"entities": [{"clip_id": ids[0], "event_timestamp": "2001-01-01T00:00:00Z"}]},
+        ).json()
+        seeds = c.post("/v1/training-set", json={"seeds": ids[:1], "k": 2}).json()
+    assert [r["clip_id"] for r in as_json["rows"]] == ids and [
+        r["fold"] for r in as_json["rows"]
+    ] == [0, 1, 2]
+    assert all(len(r["embedding"]) == 512 for r in as_json["rows"])
+    assert as_parquet.headers["content-type"] == "application/vnd.apache.parquet"
+    table = pq.read_table(io.BytesIO(as_parquet.content))
+    assert table["clip_id"].to_pylist() == ids
+    assert past["rows"][0]["embedding"] is None  # not registered in 2001
+    assert len(seeds["rows"]) == 2 and all(r["seed_id"] == ids[0] for r in seeds["rows"])
+
+
+# ---- refusals: every bad input gets a 4xx with a JSON body ---------------------------------
+
+
+def test_bad_inputs_get_clear_4xx_json(server: Server) -> None:
+    huge = (
+        np.zeros(16_000 * 40, np.float32) + 0.1
+    )  # 40 s: over --max-audio-s 30, under 1 MB? no: 1.28 MB
+    cases = [
+        ("post", "/v1/search/vector", {"json": {"vector": [0.1] * 3}}, 422, "must have 512 values"),
+        ("post", "/v1/search/vector", {"json": {"vector": [0.1] * 512, "k": 0}}, 422, "k"),
+        ("post", "/v1/search/vector", {"json": {"vector": [0.1] * 512, "k": -3}}, 422, "k"),
+        (
+            "post",
+            "/v1/search/vector",
+            {"json": {"vector": [0.1] * 512, "k": 10**9}},
+            422,
+            "k must be between 1 and 1000",
+        ),
+        (
+            "post",
+            "/v1/search/vector",
+            {
+                "content": b'{"vector": [NaN' + b", 0.1" * 511 + b"]}",
+                "headers": {"content-type": "application/json"},
+            },
+            422,
+            "",
+        ),
+        (
+            "post",
+            "/v1/search/vector",
+            {"content": b"{not json", "headers": {"content-type": "application/json"}},
+            422,
+            "JSON",
+        ),
+        (
+            "post",
+            "/v1/search/vector",
+            {"json": {"vector": [0.1] * 512, "filters": {"colour": "red"}}},
+            422,
+            "colour",
+        ),
+        ("get", "/v1/clips/no-such-clip", {}, 404, "unknown clip id: no-such-clip"),
+        ("get", "/v1/clips/no-such-clip/similar", {}, 404, "unknown clip id"),
+        (
+            "post",
+            "/v1/search/audio",
+            {"files": {"file": ("notes.wav", b"this is text, not audio" * 10)}},
+            422,
+            "not a readable audio file",
+        ),
+        ("post", "/v1/search/audio", {"files": {"file": ("empty.wav", b"")}}, 422, "empty"),
+        (
+            "post",
+            "/v1/search/audio",
+            {"files": {"file": ("silence.wav", wav_bytes(np.zeros(16_000, np.float32), 16_000))}},
+            422,
+            "no window louder",
+        ),
+        (
+            "post",
+            "/v1/search/audio",
+            {
+                "files": {
+                    "file": (
+                        "nan.wav",
+                        wav_bytes(np.full(8_000, np.nan, np.float32), 16_000, subtype="FLOAT"),
+                    )
+                }
+            },
+            422,
+            "NaN",
+        ),
+        (
+            "post",
+            "/v1/search/audio",
+            {"files": {"file": ("long.flac", wav_bytes(huge[: 16_000 * 35], 16_000, "FLAC"))}},
+            422,
+            "the limit is 30 s",
+        ),
+        (
+            "post",
+            "/v1/search/audio",
+            {"files": {"file": ("big.wav", wav_bytes(huge, 16_000, subtype="FLOAT"))}},
+            413,
+            "exceeds",
+        ),
+        (
+            "post",
+            "/v1/search/vector",
+            {
+                "content": b"[" + b"0.1," * 2_000_000 + b"0.1]",
+                "headers": {"content-type": "application/json"},
+            },
+            413,
+            "exceeds",
+        ),
+        ("post", "/v1/training-set", {"json": {}}, 422, "either 'entities' or 'seeds'"),
+        (
+            "post",
+            "/v1/training-set",
+            {"json": {"entities": [{"clip_id": "x", "event_timestamp": "not a date"}]}},
+            422,
+            "event_timestamp",
+        ),
+        ("post", "/v1/training-set", {"json": {"seeds": ["no-such-clip"]}}, 404, "unknown clip id"),
+    ]
+    with server.client() as c:
+        for method, path, kwargs, status, words in cases:
+            reply = getattr(c, method)(path, **kwargs)
+            assert reply.status_code == status, (
+                path,
+                kwargs.keys(),
+                reply.status_code,
+                reply.text[:300],
+            )
+            error = reply.json()["error"]
+            assert words in error["message"] or words in error["type"], (path, error)
+            assert "Traceback" not in reply.text
+        assert c.get("/readyz").status_code == 200  # still healthy afterwards
+
+
+def test_api_key_is_required_when_configured(api_repo: Path) -> None:
+    srv = start_server(api_repo, env={"HEAR_API_KEY": API_KEY})
+    try:
+        with srv.client() as c:
+            assert c.get("/v1/clips/x").status_code == 401
+            assert (
+                c.get("/v1/clips/x", headers={"X-API-Key": "wrong"}).json()["error"]["type"]
+                == "Unauthorized"
+            )
+            assert c.get("/v1/clips/x", headers={"X-API-Key": API_KEY}).status_code == 404
+            assert c.get("/healthz").status_code == 200  # probes need no key
+    finally:
+        stop(srv)
+
+
+def test_public_bind_without_a_key_is_refused(api_repo: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "HEAR_API_KEY"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hear_features",
+            "serve",
+            "--repo",
+            str(api_repo),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 1
+    assert "refusing to serve on 0.0.0.0 without an API key" in proc.stderr
+
+
+def test_index_swap_while_a_client_keeps_querying(server: Server, tmp_path: Path) -> None:
+    """`feast materialize` in another process adds clips while requests keep coming:
+    every request succeeds, and the new clip becomes findable without a restart."""
+    failures: list[str] = []
+    done = threading.Event()
+    count = 0
+
+    def hammer() -> None:
+        nonlocal count
+        with server.client() as c:
+            while not done.is_set():
+                reply = c.post("/v1/search/vector", json={"vector": np.ones(512).tolist(), "k": 5})
+                count += 1
+                if reply.status_code != 200 or len(reply.json()["results"]) != 5:
+                    failures.append(f"{reply.status_code} {reply.text[:200]}")
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        audio = tmp_path / "late.wav"
+        sf.write(audio, noise(4.0, 16_000, seed=123), 16_000)
+        register(server.repo, str(audio), "--label", "late")
+        feast(server.repo, "materialize-incremental", end_time())
+        new_ids = [c for c, r in stored(server.repo).items() if r["label"] == "late"]
+        target = np.asarray(stored(server.repo)[new_ids[0]]["embedding"]).tolist()
+        deadline = time.monotonic() + 30
+        found = False
+        with server.client() as c:
+            while time.monotonic() < deadline and not found:
+                hits = c.post("/v1/search/vector", json={"vector": target, "k": 1}).json()[
+                    "results"
+                ]
+                found = hits[0]["clip_id"] == new_ids[0]
+                time.sleep(0.2)
+    finally:
+        done.set()
+        thread.join(timeout=60)
+    assert found, "the server never picked up the new index"
+    assert not failures, failures[:3]
+    assert count > 20
+
+
+def test_schemathesis_finds_no_server_errors(server: Server) -> None:
+    """Property-based requests over the whole OpenAPI schema: no 5xx, bounded in time."""
+    st = Path(sys.executable).with_name("schemathesis")
+    proc = subprocess.run(
+        [
+            str(st),
+            "run",
+            f"{server.url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--max-time",
+            "90",
+            "--seed",
+            "1",
+            "--request-timeout",
+            "30",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "passed" in proc.stdout
