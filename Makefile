@@ -33,11 +33,15 @@ bench: install
 	$(BIN)/python bench/embed.py
 	$(BIN)/python bench/materialize.py
 	$(BIN)/python bench/index.py
+	$(BIN)/python bench/api.py
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy hear_features index
+
+serve: install
+	$(BIN)/hear-features serve --repo $(or $(REPO),demo-output/feature_repo)
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

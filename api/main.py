@@ -6,6 +6,7 @@ Run it with ``hear-features serve`` (uvicorn), or as a factory:
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,6 +36,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         state = ServiceState(settings, metrics)
         app.state.service = state
         await state.start()
+        # TensorFlow, Feast and FAISS leave hundreds of thousands of long-lived objects;
+        # without this, each full garbage collection walks them all, pausing requests.
+        gc.freeze()
         log.info(
             "ready: %d vectors, encoder %s",
             state.index_vectors,

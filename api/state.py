@@ -164,6 +164,7 @@ class ServiceState:
                 k,
                 filters=to_feast(filters),
                 features=features,
+                threads=1,  # searches of concurrent requests run side by side
             )
         )
         return [[self._neighbour(h) for h in row] for row in hits]
@@ -276,7 +277,16 @@ def to_feast(filters: Filters | None) -> ComparisonFilter | CompoundFilter | Non
     return parts[0] if len(parts) == 1 else CompoundFilter(type="and", filters=parts)
 
 
+_SCALARS = {"string_val", "double_val", "float_val", "int32_val", "int64_val", "bool_val"}
+
+
 def python_value(value: ValueProto) -> Any:
+    """A Feast value as plain Python (scalars directly: this runs ~10 times per hit)."""
+    kind = value.WhichOneof("val")
+    if kind is None:
+        return None
+    if kind in _SCALARS:
+        return getattr(value, kind)
     converted = feast_value_type_to_python_type(value)
     return converted.tolist() if isinstance(converted, np.ndarray) else converted
 

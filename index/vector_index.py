@@ -68,7 +68,7 @@ class VectorIndex:
         self.index = index
         self.config = config
         self.dim = int(index.d)
-        self._lock = threading.RLock()
+        self._lock = ReadWriteLock()
         self._gpu: GpuClone | None = None
         self.mmapped = False
         ivf = faiss.try_extract_index_ivf(index)
@@ -165,7 +165,7 @@ class VectorIndex:
         """Add vectors under new ids (use :meth:`upsert` when ids may exist)."""
         ids = _check_ids(ids)
         x = _prepare(vectors, self.config.metric, self.dim)
-        with self._lock:
+        with self._lock.write():
             self._writable()
             self.index.add_with_ids(x, ids)
             self._drop_gpu_copy()
@@ -174,7 +174,7 @@ class VectorIndex:
         """Replace the vectors of existing ids and add the others."""
         ids = _check_ids(ids)
         x = _prepare(vectors, self.config.metric, self.dim)
-        with self._lock:
+        with self._lock.write():
             self._writable()
             self._remove(ids)
             self.index.add_with_ids(x, ids)
@@ -183,7 +183,7 @@ class VectorIndex:
     def remove(self, ids: np.ndarray) -> int:
         """Remove ids (unknown ids are ignored); returns how many were removed."""
         ids = _check_ids(ids)
-        with self._lock:
+        with self._lock.write():
             self._writable()
             removed = self._remove(ids)
             self._drop_gpu_copy()
@@ -203,7 +203,7 @@ class VectorIndex:
     def set_nprobe(self, nprobe: int) -> None:
         ivf = faiss.try_extract_index_ivf(self.index)
         if ivf is not None:
-            with self._lock:
+            with self._lock.write():
                 ivf.nprobe = int(min(max(1, nprobe), ivf.nlist))
                 self._drop_gpu_copy()
 
@@ -211,23 +211,37 @@ class VectorIndex:
 
     def reconstruct(self, id_: int) -> np.ndarray:
         """The stored vector of ``id_`` (unit length for cosine indexes)."""
-        with self._lock:
+        with self._lock.read():
             try:
                 return np.asarray(self.index.reconstruct(int(id_)), dtype=np.float32)
             except RuntimeError as exc:
                 raise KeyError(id_) from exc
 
     def search(
-        self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        allowed_ids: np.ndarray | None = None,
+        threads: int | None = None,
     ) -> SearchResult:
-        """The ``k`` nearest stored vectors of each query, optionally among ``allowed_ids``."""
+        """The ``k`` nearest stored vectors of each query, optionally among ``allowed_ids``.
+
+        ``threads=None`` tunes OpenMP for the lowest latency of this one call (and runs
+        alone). A server that searches from several threads at once passes ``threads=1``:
+        its CPU searches then run side by side, one core each, without OpenMP threads
+        competing for the same cores.
+        """
         if k < 1:
             raise InputShapeError(f"k must be at least 1, got {k}")
         q = _prepare(queries, self.config.metric, self.dim)
         if len(q) == 0:
             raise InputShapeError("no query vectors")
         allowed = None if allowed_ids is None else np.unique(_check_ids(allowed_ids))
-        with self._lock, self._threads_for(len(q)):
+        shared = threads is not None and not self._want_gpu  # GPU indexes are not thread-safe
+        lock = self._lock.read() if shared else self._lock.write()
+        settings = _omp_threads(threads) if threads is not None else self._threads_for(len(q))
+        with lock, settings:
             if allowed is not None and len(allowed) == 0:
                 distances = np.full((len(q), k), np.inf, np.float32)
                 labels = np.full((len(q), k), -1, np.int64)
@@ -321,6 +335,51 @@ class VectorIndex:
 
 
 # ---- helpers ----------------------------------------------------------------------------
+
+
+class ReadWriteLock:
+    """Many readers (CPU searches) at once, or one writer (changes, GPU searches).
+
+    A waiting writer holds back new readers, so a stream of searches cannot starve an
+    index update.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writing or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                while self._writing or self._readers:
+                    self._cond.wait()
+            finally:
+                self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
 
 
 def _faiss_metric(metric: Metric) -> int:

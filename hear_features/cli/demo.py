@@ -1,9 +1,9 @@
 """``hear-features demo``: the main job end to end on a synthetic corpus.
 
 register -> ``feast apply`` -> ``feast materialize`` -> online read -> training set ->
-similar clips, each step printed. The stock ``feast`` CLI runs in a subprocess, exactly
-as a user would run it; the demo works in a copy of the feature repository so the
-project's own ``feature_repo/`` stays clean.
+similar clips -> one query to the HTTP API, each step printed. The stock ``feast`` CLI
+runs in a subprocess, exactly as a user would run it; the demo works in a copy of the
+feature repository so the project's own ``feature_repo/`` stays clean.
 """
 
 from __future__ import annotations
@@ -11,13 +11,16 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
 import duckdb
+import httpx
 import pandas as pd
 import typer
 import yaml
@@ -120,6 +123,8 @@ def demo(
     show_duckdb(tables(store).embeddings)
     console.rule("[bold]9. similar clips (retrieve_online_documents_v2, FAISS)")
     show_neighbours(store)
+    console.rule("[bold]10. the HTTP API (hear-features serve)")
+    query_api(demo_repo, next(i.path for i in items if i.label == "cough"))
 
 
 def copy_repo(source: Path, target: Path, model: str) -> Path:
@@ -256,3 +261,66 @@ def show_hits(title: str, hits: list[dict[str, object]]) -> None:
             f"{hit['distance']:.4f}",
         )
     console.print(view)
+
+
+def query_api(repo: Path, audio: Path) -> None:
+    """Start the service briefly, send one recording over HTTP, print the answer."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hear_features", "serve", "--repo", str(repo), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise DemoError(
+                    f"the API server did not start: {server.stderr.read() if server.stderr else ''}"
+                )
+            time.sleep(0.5)
+        console.print(
+            f"curl -F file=@{audio.name} -F k=3 -F aggregation=recording {url}/v1/search/audio"
+        )
+        with audio.open("rb") as f:
+            reply = httpx.post(
+                f"{url}/v1/search/audio",
+                files={"file": (audio.name, f)},
+                data={"k": "3", "aggregation": "recording"},
+                timeout=60,
+            )
+        if reply.status_code != 200:
+            raise DemoError(f"the API answered {reply.status_code}: {reply.text}")
+        body = reply.json()
+        view = Table(
+            title=f"recordings most like {audio.name} (model {body['model_id']})",
+            title_justify="left",
+        )
+        for col in ("rank", "recording_id", "label", "subject", "distance", "audio"):
+            view.add_column(col)
+        for rank, match in enumerate(body["recordings"], 1):
+            view.add_row(
+                str(rank),
+                match["recording_id"],
+                str(match["label"]),
+                str(match["subject_id"]),
+                f"{match['distance']:.4f}",
+                Path(match["audio_uri"] or "").name,
+            )
+        console.print(view)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

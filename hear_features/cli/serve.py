@@ -29,6 +29,9 @@ def serve(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve similarity search, clip look-up and training sets over HTTP (OpenAPI at /docs)."""
+    # Idle OpenMP threads must sleep, not spin on the cores the requests need. Read when
+    # the OpenMP runtime starts, i.e. in each worker before FAISS or TensorFlow load.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import uvicorn
 
     from hear_features.api.settings import ApiSettings

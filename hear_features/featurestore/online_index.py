@@ -148,7 +148,12 @@ class IndexHandle:
     # ---- searching ----------------------------------------------------------------------
 
     def search(
-        self, conn: sqlite3.Connection, query: np.ndarray, k: int, allowed: np.ndarray | None
+        self,
+        conn: sqlite3.Connection,
+        query: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        threads: int | None = None,
     ) -> SearchResult | None:
         index = self.current(conn)
         if index is None:
@@ -157,7 +162,7 @@ class IndexHandle:
             raise InputShapeError(
                 f"the query has {query.shape[-1]} values; stored vectors have {index.dim}"
             )
-        return index.search(query, k, allowed_ids=allowed)
+        return index.search(query, k, allowed_ids=allowed, threads=threads)
 
 
 class AttributeFilter(FilterTranslator):

@@ -276,12 +276,14 @@ class HearOnlineStore(OnlineStore):
         filters: ComparisonFilter | CompoundFilter | None = None,
         features: list[str] | None = None,
         metric: str | None = None,
+        threads: int | None = None,
     ) -> list[list[Hit]]:
         """The ``k`` nearest stored entities of each query, nearest first, with features.
 
         The common core of Feast's v2 retrieval and the HTTP API. ``features`` None
         means all of them (the vector included); the vector is decoded only when asked
-        for, because that costs more than the search itself.
+        for, because that costs more than the search itself. ``threads`` as in
+        :meth:`hear_features.index.VectorIndex.search` (servers pass 1).
         """
         vector = _vector_field(table)
         if vector is None:
@@ -300,7 +302,9 @@ class HearOnlineStore(OnlineStore):
             raise InputShapeError("the query embedding must be a flat list of finite numbers")
         conn = self._conn(config)
         name = _table_name(config, table)
-        result = handle.search(conn, q, k, AttributeFilter(name).allowed_ids(conn, filters))
+        result = handle.search(
+            conn, q, k, AttributeFilter(name).allowed_ids(conn, filters), threads
+        )
         if result is None:
             return [[] for _ in q]
         wants_vector = not features or vector.name in features
