@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 EMBEDDING_DIM = 512
@@ -61,7 +61,7 @@ class VectorSearchRequest(BaseModel):
     def _shape(cls, value: list[float]) -> list[float]:
         if len(value) != EMBEDDING_DIM:
             raise ValueError(f"must have {EMBEDDING_DIM} values, got {len(value)}")
-        if not all(math.isfinite(v) for v in value):
+        if not np.isfinite(np.asarray(value, dtype=np.float64)).all():
             raise ValueError("must contain only finite numbers (no NaN or infinity)")
         return value
 

@@ -26,7 +26,7 @@ class ApiSettings(BaseModel):
     max_audio_s: float = 600.0
     max_k: int = 1000
     max_json_mb: float = 4.0
-    concurrency: int = 4
+    concurrency: int = 2
     """CPU-heavy work (decoding, encoding, search) admitted at once."""
     refresh_s: float = 1.0
     """How often a worker checks the store for a newer index."""
