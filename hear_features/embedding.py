@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from hear_features.audio import AudioLimits, WindowConfig
+from hear_features.audio import CLIP_SAMPLES, AudioLimits, WindowConfig
 from hear_features.clips import ClipRef, iter_clips
 from hear_features.errors import HearFeaturesError
 
@@ -79,14 +79,16 @@ def embed_recordings(
         def clips_of(path: Path) -> Iterable[tuple[ClipRef, np.ndarray]]:
             return iter_clips(path, window_config, limits)
 
-    queue: list[tuple[RecordingEmbeddings, int, np.ndarray]] = []
+    # Clips wait in a preallocated batch: one copy in, no stacking per encoder call.
+    queue: list[tuple[RecordingEmbeddings, int]] = []
+    batch = np.empty((batch_size, CLIP_SAMPLES), dtype=np.float32)
     in_flight: list[RecordingEmbeddings] = []
 
     def flush() -> None:
         if not queue:
             return
-        vectors = encoder.encode(np.stack([samples for _, _, samples in queue]))
-        for (rec, i, _), vec in zip(queue, vectors, strict=True):
+        vectors = encoder.encode(batch[: len(queue)])
+        for (rec, i), vec in zip(queue, vectors, strict=True):
             rec.vectors[i] = vec
         if on_batch is not None:
             on_batch(len(queue))
@@ -103,14 +105,17 @@ def embed_recordings(
             for ref, samples in clips_of(path):
                 rec.clips.append(ref)
                 rec.vectors.append(None)
-                queue.append((rec, len(rec.clips) - 1, samples))
+                batch[len(queue)] = samples
+                queue.append((rec, len(rec.clips) - 1))
                 if len(queue) >= batch_size:
                     flush()
                     yield from finished()
         except HearFeaturesError as exc:
             log.warning("skipping %s: %s", path, exc)
             rec.error = exc
-            queue[:] = [item for item in queue if item[0] is not rec]
+            keep = [j for j, item in enumerate(queue) if item[0] is not rec]
+            batch[: len(keep)] = batch[keep]
+            queue[:] = [queue[j] for j in keep]
             rec.clips.clear()
             rec.vectors.clear()
         rec.decoded = True

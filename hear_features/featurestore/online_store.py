@@ -36,10 +36,10 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from feast.type_map import python_values_to_proto_values
 from feast.utils import _get_feature_view_vector_field_metadata
-from feast.value_type import ValueType
 
 from hear_features.errors import ConfigError, InputShapeError
-from hear_features.featurestore import online_tables, runtime
+from hear_features.featurestore import feature_codec, online_tables, runtime
+from hear_features.featurestore.feature_codec import Attribute
 from hear_features.featurestore.online_index import AttributeFilter, IndexHandle
 from hear_features.featurestore.online_tables import EntityRow
 from hear_features.featurestore.settings import EncoderSettings
@@ -119,10 +119,11 @@ class HearOnlineStore(OnlineStore):
             rows.append(
                 EntityRow(
                     serialize_entity_key(key, entity_key_serialization_version=version),
-                    features,
+                    feature_codec.encode_protos(features),
                     vec,
                     event_ts,
                     created_ts,
+                    feature_codec.attributes_of(features) if vector is not None else [],
                 )
             )
         self._write(config, table, rows)
@@ -140,9 +141,9 @@ class HearOnlineStore(OnlineStore):
         """Write rows straight from Arrow: the batch engine's fast path.
 
         ``rows`` holds the join key column (strings), one column per feature of the
-        view, ``event_timestamp`` and ``created``. The vector column goes to float32
-        without passing through protobuf; the other features are converted with Feast's
-        own value converter.
+        view, ``event_timestamp`` and ``created``. Scalars are stored from their plain
+        values and the vector as float32, without building protobuf messages; other
+        feature types go through Feast's own value converter.
         """
         version = config.entity_key_serialization_version
         vector = _vector_field(table)
@@ -153,10 +154,24 @@ class HearOnlineStore(OnlineStore):
             )
             for k in rows[join_key].to_pylist()
         ]
-        scalar_fields = [f for f in table.features if vector is None or f.name != vector.name]
-        columns = {
-            f.name: _proto_values(rows[f.name], f.dtype.to_value_type()) for f in scalar_fields
-        }
+        fields = [f for f in table.features if vector is None or f.name != vector.name]
+        names = [f.name for f in fields]
+        tags = [feature_codec.TAG_OF_TYPE.get(f.dtype.to_value_type(), "p") for f in fields]
+        columns = [
+            rows[f.name].to_pylist()
+            if tag != "p"
+            else python_values_to_proto_values(rows[f.name].to_pylist(), f.dtype.to_value_type())
+            for f, tag in zip(fields, tags, strict=True)
+        ]
+        value_rows = (
+            list(zip(*columns, strict=True)) if columns else [() for _ in range(rows.num_rows)]
+        )
+        payloads = feature_codec.encode_rows(names, tags, value_rows)
+        attributes = (
+            [_attributes(names, tags, values) for values in value_rows]
+            if vector is not None
+            else None
+        )
         vectors = _vectors_from_arrow(rows[vector.name]) if vector is not None else None
         events = rows["event_timestamp"].to_pylist()
         created = (
@@ -164,15 +179,14 @@ class HearOnlineStore(OnlineStore):
             if "created" in rows.column_names
             else [None] * rows.num_rows
         )
-        names = list(columns)
-        features = [
-            dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)
-        ]
-        if not names:
-            features = [{} for _ in range(rows.num_rows)]
         entity_rows = [
             EntityRow(
-                keys[i], features[i], None if vectors is None else vectors[i], events[i], created[i]
+                keys[i],
+                payloads[i],
+                None if vectors is None else vectors[i],
+                events[i],
+                created[i],
+                [] if attributes is None else attributes[i],
             )
             for i in range(rows.num_rows)
         ]
@@ -211,7 +225,11 @@ class HearOnlineStore(OnlineStore):
         ]
         vector = _vector_field(table)
         found = online_tables.read_by_keys(
-            self._conn(config), _table_name(config, table), keys, vector.name if vector else None
+            self._conn(config),
+            _table_name(config, table),
+            keys,
+            vector.name if vector else None,
+            requested_features,
         )
         result: list[tuple[dt.datetime | None, dict[str, ValueProto] | None]] = []
         for key in keys:
@@ -219,7 +237,7 @@ class HearOnlineStore(OnlineStore):
             if row is None:
                 result.append((None, None))
             else:
-                result.append((row.event_ts, _select(row.features, requested_features)))
+                result.append((row.event_ts, row.features))
         return result
 
     def get_online_features(self, config: RepoConfig, *args: Any, **kwargs: Any) -> Any:
@@ -307,18 +325,15 @@ class HearOnlineStore(OnlineStore):
         )
         if result is None:
             return [[] for _ in q]
-        wants_vector = not features or vector.name in features
         ids = sorted({int(i) for i in result.ids.ravel() if i >= 0})
-        rows = online_tables.read_by_ids(conn, name, ids, vector.name if wants_vector else None)
+        rows = online_tables.read_by_ids(conn, name, ids, vector.name, features)
         answers: list[list[Hit]] = []
         for row_index in range(len(q)):
             hits = []
             for row_id, distance, score in result.hits(row_index):
                 row = rows.get(row_id)
                 if row is not None:  # None: deleted since the index was read
-                    hits.append(
-                        Hit(row.key, distance, score, _select(row.features, features), row.event_ts)
-                    )
+                    hits.append(Hit(row.key, distance, score, row.features, row.event_ts))
             answers.append(hits)
         return answers
 
@@ -451,34 +466,14 @@ def _vectors_from_arrow(column: pa.ChunkedArray) -> np.ndarray:
     return flat.reshape(len(array), -1) if len(array) else np.zeros((0, 0), np.float32)
 
 
-#: Scalar Feast types and the ValueProto field that holds them.
-_SCALAR_FIELDS = {
-    ValueType.STRING: "string_val",
-    ValueType.DOUBLE: "double_val",
-    ValueType.FLOAT: "float_val",
-    ValueType.INT32: "int32_val",
-    ValueType.INT64: "int64_val",
-    ValueType.BOOL: "bool_val",
-}
-
-
-def _proto_values(column: pa.ChunkedArray, value_type: ValueType) -> list[ValueProto]:
-    """Feast values of an Arrow column; plain scalars directly, anything else via Feast.
-
-    Feast's general converter inspects every value (about 7 us each); for the scalar
-    types above one constructor call is enough, and nulls become empty values as in Feast.
-    """
-    attr = _SCALAR_FIELDS.get(value_type)
-    values = column.to_pylist()
-    if attr is None:
-        return python_values_to_proto_values(values, value_type)
-    return [ValueProto() if v is None else ValueProto(**{attr: v}) for v in values]
-
-
-def _select(features: dict[str, ValueProto], requested: list[str] | None) -> dict[str, ValueProto]:
-    if not requested:
-        return dict(features)
-    return {name: features[name] for name in requested if name in features}
+def _attributes(names: list[str], tags: list[str], values: tuple[Any, ...]) -> list[Attribute]:
+    """The filterable (name, text, number) triples of one row of plain values."""
+    out: list[Attribute] = []
+    for name, tag, value in zip(names, tags, values, strict=True):
+        if value is None or tag == "p":
+            continue
+        out.append((name, value, None) if tag == "s" else (name, None, float(value)))
+    return out
 
 
 def _sort_key(key: EntityKeyProto) -> tuple[Any, ...]:

@@ -1,9 +1,10 @@
 """The SQLite side of the online store: one table per feature view, one row per entity.
 
 Columns: a stable integer ``id`` (the FAISS id of the entity's vector), the serialized
-entity key, the entity's non-vector features as one ``feast.types.Map``, the vector as
-raw float32 bytes (views with a vector index only), timestamps, and ``seq``: the number
-of the write batch that last changed the row. An index that has applied every change up
+entity key, the entity's non-vector features (encoded by
+:mod:`hear_features.featurestore.feature_codec`), the vector as raw float32 bytes (views
+with a vector index only), timestamps, and ``seq``: the number of the write batch that
+last changed the row. An index that has applied every change up
 to some ``seq`` can catch up by reading the rows with a larger one.
 
 Views with a vector index also get an attribute table (id, name, text, num) with their
@@ -14,14 +15,15 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from feast.protos.feast.types.Value_pb2 import FloatList
-from feast.protos.feast.types.Value_pb2 import Map as MapProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+
+from hear_features.featurestore.feature_codec import Attribute, decode
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
@@ -30,13 +32,15 @@ _CHUNK = 500
 
 @dataclass(frozen=True)
 class EntityRow:
-    """One entity's row, ready to write."""
+    """One entity's row, ready to write: features already encoded, and the filterable
+    (name, text, number) attributes for views with a vector index."""
 
     key: bytes
-    features: dict[str, ValueProto]
+    payload: bytes
     vector: np.ndarray | None
     event_ts: dt.datetime
     created_ts: dt.datetime | None
+    attributes: list[Attribute]
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,7 @@ def write(
             [
                 (
                     r.key,
-                    MapProto(val=r.features).SerializeToString(),
+                    r.payload,
                     None
                     if r.vector is None
                     else np.ascontiguousarray(r.vector, np.float32).tobytes(),
@@ -141,14 +145,13 @@ def write(
         written: list[tuple[int, np.ndarray]] = []
         if with_vectors:
             cursor = conn.execute(
-                f'SELECT id, entity_key, vector FROM "{table}" '
-                "WHERE seq = ? AND vector IS NOT NULL",
+                f'SELECT id, entity_key FROM "{table}" WHERE seq = ? AND vector IS NOT NULL',
                 (seq,),
             )
             by_key = {r.key: r for r in rows}
-            stored = [(int(i), by_key[key]) for i, key, _ in cursor]
+            stored = [(int(i), by_key[key]) for i, key in cursor]
             written = [(i, np.asarray(r.vector, np.float32)) for i, r in stored]
-            _write_attributes(conn, table, [(i, r.features) for i, r in stored])
+            _write_attributes(conn, table, [(i, r.attributes) for i, r in stored])
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -157,7 +160,7 @@ def write(
 
 
 def _write_attributes(
-    conn: sqlite3.Connection, table: str, rows: list[tuple[int, dict[str, ValueProto]]]
+    conn: sqlite3.Connection, table: str, rows: list[tuple[int, list[Attribute]]]
 ) -> None:
     """Refresh the filterable scalar features of the rows just written."""
     attrs = f"{table}__attrs"
@@ -166,30 +169,8 @@ def _write_attributes(
         conn.execute(f'DELETE FROM "{attrs}" WHERE id IN ({",".join("?" * len(ids))})', ids)
         conn.executemany(
             f'INSERT INTO "{attrs}" (id, name, text, num) VALUES (?, ?, ?, ?)',
-            [
-                (i, name, text, num)
-                for i, features in chunk
-                for name, text, num in scalars(features)
-            ],
+            [(i, *attribute) for i, attributes in chunk for attribute in attributes],
         )
-
-
-def scalars(features: dict[str, ValueProto]) -> Iterator[tuple[str, str | None, float | None]]:
-    """(name, text, number) for each scalar feature: what filters compare against."""
-    for name, value in features.items():
-        kind = value.WhichOneof("val")
-        if kind == "string_val":
-            yield name, value.string_val, None
-        elif kind in ("int32_val", "int64_val", "float_val", "double_val"):
-            yield name, None, float(getattr(value, kind))
-        elif kind == "bool_val":
-            yield name, None, float(value.bool_val)
-
-
-def decode(blob: bytes) -> dict[str, ValueProto]:
-    row = MapProto()
-    row.ParseFromString(blob)
-    return dict(row.val)
 
 
 def vector_value(blob: bytes) -> ValueProto:
@@ -230,15 +211,28 @@ def max_seq(conn: sqlite3.Connection, table: str) -> int:
 
 
 def read_by_keys(
-    conn: sqlite3.Connection, table: str, keys: Sequence[bytes], vector_field: str | None
+    conn: sqlite3.Connection,
+    table: str,
+    keys: Sequence[bytes],
+    vector_field: str | None,
+    wanted: Sequence[str] | None = None,
 ) -> dict[bytes, StoredRow]:
-    return _read(conn, table, "entity_key", keys, vector_field, by_id=False)  # type: ignore[return-value]
+    """Rows by serialized entity key (see :func:`read_by_ids`)."""
+    rows = _read(conn, table, "entity_key", keys, vector_field, wanted)
+    return {row.key: row for row in rows}
 
 
 def read_by_ids(
-    conn: sqlite3.Connection, table: str, ids: Sequence[int], vector_field: str | None
+    conn: sqlite3.Connection,
+    table: str,
+    ids: Sequence[int],
+    vector_field: str | None,
+    wanted: Sequence[str] | None = None,
 ) -> dict[int, StoredRow]:
-    return _read(conn, table, "id", ids, vector_field, by_id=True)  # type: ignore[return-value]
+    """Rows by id, with the ``wanted`` features (all when None). The vector, named
+    ``vector_field``, is decoded only when wanted: 512 floats cost more than a search."""
+    rows = _read(conn, table, "id", ids, vector_field, wanted)
+    return {row.id: row for row in rows}
 
 
 def _read(
@@ -247,25 +241,24 @@ def _read(
     column: str,
     values: Sequence[object],
     vector_field: str | None,
-    *,
-    by_id: bool,
-) -> dict[object, StoredRow]:
-    found: dict[object, StoredRow] = {}
+    wanted: Sequence[str] | None,
+) -> list[StoredRow]:
+    found: list[StoredRow] = []
     if not values or not exists(conn, table):
         return found
+    with_vector = vector_field is not None and (not wanted or vector_field in wanted)
     for chunk in _chunks(list(values)):
         marks = ",".join("?" * len(chunk))
         cursor = conn.execute(
-            f'SELECT id, entity_key, features, vector, event_ts FROM "{table}" '
-            f"WHERE {column} IN ({marks})",
+            f"SELECT id, entity_key, features, {'vector' if with_vector else 'NULL'}, event_ts "
+            f'FROM "{table}" WHERE {column} IN ({marks})',
             chunk,
         )
         for row_id, key, blob, vector, event_ts in cursor:
-            features = decode(blob)
-            if vector_field is not None and vector is not None:
-                features[vector_field] = vector_value(vector)
-            row = StoredRow(int(row_id), key, features, from_micros(event_ts))
-            found[row.id if by_id else row.key] = row
+            features = decode(blob, wanted)
+            if with_vector and vector is not None:
+                features[vector_field] = vector_value(vector)  # type: ignore[index]
+            found.append(StoredRow(int(row_id), key, features, from_micros(event_ts)))
     return found
 
 

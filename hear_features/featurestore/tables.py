@@ -70,7 +70,7 @@ def read_table(path: Path, schema: pa.Schema) -> pa.Table:
 def write_table(path: Path, table: pa.Table) -> None:
     """Replace ``path`` with ``table`` atomically (temp file, fsync, rename)."""
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="snappy")  # zstd: 8% smaller, 2.5x slower
 
 
 def ensure_table(path: Path, schema: pa.Schema) -> None:
