@@ -23,17 +23,16 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pyarrow as pa
 import soundfile as sf
+from hear_features.api.launch import launch, stop
 from rich.console import Console
 from rich.table import Table
 
@@ -94,45 +93,8 @@ def fill(repo: Path, n: int) -> None:
     online.checkpoint(store.config, view)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def serve(repo: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("HEAR_MODEL", "HEAR_API_KEY")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hear_features",
-            "serve",
-            "--repo",
-            str(repo),
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError("server exited during start-up")
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("server did not become ready")
+def serve(repo: Path, workers: int) -> tuple[subprocess.Popen[str], str]:
+    return launch(repo, "--workers", str(workers), timeout_s=600)
 
 
 class RawClient:
@@ -308,8 +270,7 @@ def main() -> None:
                         )
                         row("POST /v1/search/audio (2 s WAV)", n, c, r)
             finally:
-                proc.terminate()
-                proc.wait(timeout=30)
+                stop(proc)
     console.print(table)
 
 

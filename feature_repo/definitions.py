@@ -23,28 +23,38 @@ clip = Entity(
     description="One 2 s window of a recording: <recording sha256[:16]>-<offset ms>.",
 )
 
+
+def _parquet_source(name: str, file: str) -> FileSource:
+    return FileSource(
+        name=name,
+        path=str(DATA / file),
+        file_format=ParquetFormat(),
+        timestamp_field="event_timestamp",
+        created_timestamp_column="created",
+    )
+
+
+#: Where a clip comes from and what it is: in both views, so search hits carry it.
+CLIP_FIELDS = [
+    Field(name="recording_id", dtype=String),
+    Field(name="subject_id", dtype=String),
+    Field(name="label", dtype=String),
+    Field(name="dataset", dtype=String),
+    Field(name="device", dtype=String),
+    Field(name="audio_uri", dtype=String),
+    Field(name="offset_s", dtype=Float64),
+]
+
 # ---- registrations: what `hear-features register` writes -----------------------------
 
-clip_registrations = FileSource(
-    name="clip_registrations",
-    path=str(DATA / "registrations.parquet"),
-    file_format=ParquetFormat(),
-    timestamp_field="event_timestamp",
-    created_timestamp_column="created",
-)
+clip_registrations = _parquet_source("clip_registrations", "registrations.parquet")
 
 clip_metadata = FeatureView(
     name="clip_metadata",
     entities=[clip],
     ttl=timedelta(0),
     schema=[
-        Field(name="recording_id", dtype=String),
-        Field(name="subject_id", dtype=String),
-        Field(name="label", dtype=String),
-        Field(name="dataset", dtype=String),
-        Field(name="device", dtype=String),
-        Field(name="audio_uri", dtype=String),
-        Field(name="offset_s", dtype=Float64),
+        *CLIP_FIELDS,
         Field(name="duration_s", dtype=Float64),
         Field(name="sample_rate", dtype=Int32),
         Field(name="content_hash", dtype=String),
@@ -56,13 +66,7 @@ clip_metadata = FeatureView(
 
 # ---- embeddings: what `feast materialize` computes (HearEngine) ----------------------
 
-clip_embeddings = FileSource(
-    name="clip_embeddings",
-    path=str(DATA / "embeddings.parquet"),
-    file_format=ParquetFormat(),
-    timestamp_field="event_timestamp",
-    created_timestamp_column="created",
-)
+clip_embeddings = _parquet_source("clip_embeddings", "embeddings.parquet")
 
 cough_embeddings = FeatureView(
     name="cough_embeddings",
@@ -76,13 +80,7 @@ cough_embeddings = FeatureView(
             vector_search_metric="COSINE",
         ),
         Field(name="model_id", dtype=String),
-        Field(name="recording_id", dtype=String),
-        Field(name="subject_id", dtype=String),
-        Field(name="label", dtype=String),
-        Field(name="dataset", dtype=String),
-        Field(name="device", dtype=String),
-        Field(name="audio_uri", dtype=String),
-        Field(name="offset_s", dtype=Float64),
+        *CLIP_FIELDS,
     ],
     source=clip_embeddings,
     online=True,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
+from hear_features.api.launch import free_port, launch, stop
 
 from hear_features.synthetic import write_corpus
 from tests.conftest import end_time, feast, make_repo, noise, register
@@ -25,12 +25,6 @@ from tests.conftest import end_time, feast, make_repo, noise, register
 pytestmark = pytest.mark.slow
 
 API_KEY = "s3cret-key-for-tests"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -44,49 +38,8 @@ class Server:
 
 
 def start_server(repo: Path, *args: str, env: dict[str, str] | None = None) -> Server:
-    port = free_port()
-    full_env = {k: v for k, v in os.environ.items() if k not in ("HEAR_MODEL", "HEAR_API_KEY")}
-    full_env.update(env or {})
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hear_features",
-            "serve",
-            "--repo",
-            str(repo),
-            "--port",
-            str(port),
-            *args,
-        ],
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    server = Server(f"http://127.0.0.1:{port}", process, repo)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(
-                f"server exited: {process.stdout.read() if process.stdout else ''}"
-            )
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise AssertionError("server did not become ready")
-
-
-def stop(server: Server) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
+    process, url = launch(repo, *args, env=env)
+    return Server(url, process, repo)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +57,7 @@ def api_repo(tmp_path_factory: pytest.TempPathFactory, standin_dir: Path) -> Pat
 def server(api_repo: Path) -> Iterator[Server]:
     srv = start_server(api_repo, "--max-upload-mb", "1", "--max-audio-s", "30")
     yield srv
-    stop(srv)
+    stop(srv.process)
 
 
 def stored(repo: Path) -> dict[str, dict]:
@@ -398,7 +351,7 @@ def test_api_key_is_required_when_configured(api_repo: Path) -> None:
             assert c.get("/v1/clips/x", headers={"X-API-Key": API_KEY}).status_code == 404
             assert c.get("/healthz").status_code == 200  # probes need no key
     finally:
-        stop(srv)
+        stop(srv.process)
 
 
 def test_public_bind_without_a_key_is_refused(api_repo: Path) -> None:

@@ -11,10 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
@@ -28,6 +26,7 @@ from feast import FeatureStore
 from feast.filter_models import ComparisonFilter
 from rich.table import Table
 
+from hear_features.api.launch import launch, stop
 from hear_features.cli.common import console, reports_errors, setup_logging
 from hear_features.encoders import DEFAULT_REPO, MODEL_ENV, STANDIN
 from hear_features.encoders.resolve import hub_model
@@ -265,27 +264,8 @@ def show_hits(title: str, hits: list[dict[str, object]]) -> None:
 
 def query_api(repo: Path, audio: Path) -> None:
     """Start the service briefly, send one recording over HTTP, print the answer."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "hear_features", "serve", "--repo", str(repo), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    server, url = launch(repo)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise DemoError(
-                    f"the API server did not start: {server.stderr.read() if server.stderr else ''}"
-                )
-            time.sleep(0.5)
         console.print(
             f"curl -F file=@{audio.name} -F k=3 -F aggregation=recording {url}/v1/search/audio"
         )
@@ -316,11 +296,4 @@ def query_api(repo: Path, audio: Path) -> None:
             )
         console.print(view)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        stop(server)

@@ -1,0 +1,98 @@
+"""Starting ``hear-features serve`` in a child process and waiting until it is ready.
+
+For the demo, the benchmarks and the tests: each needs a real uvicorn process on
+127.0.0.1 that it starts and stops itself.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from hear_features.errors import HearFeaturesError
+
+
+class ServerStartError(HearFeaturesError):
+    """The child server exited or did not become ready in time."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def launch(
+    repo: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 180.0,
+) -> tuple[subprocess.Popen[str], str]:
+    """Start ``hear-features serve --repo REPO`` on a free port; return it and its URL.
+
+    ``env`` replaces the variables it names; ``HEAR_MODEL`` and ``HEAR_API_KEY`` are not
+    inherited unless given, so the repository's own configuration applies.
+    """
+    port = free_port()
+    child_env = {k: v for k, v in os.environ.items() if k not in ("HEAR_MODEL", "HEAR_API_KEY")}
+    child_env.update(env or {})
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hear_features",
+            "serve",
+            "--repo",
+            str(repo),
+            "--port",
+            str(port),
+            *args,
+        ],
+        env=child_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process, timeout_s)
+    except ServerStartError:
+        stop(process)
+        raise
+    return process, url
+
+
+def wait_ready(url: str, process: subprocess.Popen[str], timeout_s: float) -> None:
+    """Poll ``/readyz`` until it answers 200, the process exits, or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None:
+            err = process.stderr.read() if process.stderr else ""
+            raise ServerStartError(
+                f"the server exited with code {process.returncode}: {err[-2000:]}"
+            )
+        if time.monotonic() > deadline:
+            raise ServerStartError(f"the server at {url} was not ready after {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    """Terminate the server, and kill it if it does not stop within 30 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
