@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from hear_features.audio import AudioLimits, WindowConfig, iter_windows
+from hear_features.audio.sources import AudioSources, SourceRefused
 from hear_features.errors import AudioError
 
 #: File name endings that folder and glob discovery treat as audio.
@@ -97,6 +98,22 @@ def discover_audio(inputs: Iterable[str]) -> tuple[list[Path], list[SourceProble
         else:
             problems.append(SourceProblem(item, "no such file or folder"))
     return found, problems
+
+
+def allowed_paths(
+    paths: Iterable[Path], sources: AudioSources
+) -> tuple[list[Path], list[SourceProblem]]:
+    """Split ``paths`` into those the location policy allows and problems for the rest."""
+    allowed: list[Path] = []
+    problems: list[SourceProblem] = []
+    for path in paths:
+        try:
+            sources.check(path)
+        except SourceRefused as exc:
+            problems.append(SourceProblem(str(path), exc.problem))
+        else:
+            allowed.append(path)
+    return allowed, problems
 
 
 def _walk_audio(root: Path) -> Iterator[Path]:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from hear_features.audio.sources import AudioSources
 from hear_features.cli.common import (
     DEFAULT_BATCH,
     DEFAULT_MODEL,
@@ -29,7 +30,7 @@ from hear_features.cli.common import (
     setup_logging,
     window_config,
 )
-from hear_features.clips import discover_audio
+from hear_features.clips import allowed_paths, discover_audio
 from hear_features.embedding import RecordingEmbeddings, embed_recordings
 from hear_features.embeddings_file import write_embeddings
 from hear_features.encoders import HearEncoder, build_standin
@@ -67,12 +68,15 @@ def embed(
     """Embed every 2 s window of the inputs into a Parquet file, one row per window.
 
     Unreadable files are listed with their reason and the rest are embedded; the exit
-    code is 1 when any input failed.
+    code is 1 when any input failed. With ``HEAR_AUDIO_ROOTS`` set, files outside those
+    folders are refused.
     """
     setup_logging(verbose)
     config = window_config(mode, hop, min_rms_db, keep_silent)
     limits = audio_limits(max_duration)
     paths, problems = discover_audio(inputs)
+    paths, refused = allowed_paths(paths, AudioSources.from_config(None))  # HEAR_AUDIO_ROOTS
+    problems += refused
     if not paths:
         for p in problems:
             err_console.print(f"[red]x[/] {p.source}: {p.problem}", highlight=False)

@@ -32,7 +32,7 @@ from hear_features.featurestore.registration import (
     register as register_clips,
 )
 from hear_features.featurestore.repo import open_store, tables
-from hear_features.featurestore.settings import EncoderSettings
+from hear_features.featurestore.settings import EncoderSettings, audio_sources
 from hear_features.featurestore.training import (
     more_like_these,
     read_entities,
@@ -98,7 +98,7 @@ def register(
     store = open_store(repo)
     where = tables(store).registrations
     defaults = {"label": label, "subject_id": subject, "dataset": dataset, "device": device}
-    recordings, problems = recordings_from_inputs(sources, defaults)
+    recordings, problems = recordings_from_inputs(sources, defaults, audio_sources(store.config))
     report = register_clips(
         recordings,
         where,

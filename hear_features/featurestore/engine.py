@@ -52,6 +52,7 @@ from tqdm import tqdm
 
 from hear_features.atomic import atomic_write_bytes
 from hear_features.audio import SAMPLE_RATE, windows_at
+from hear_features.audio.sources import SourceRefused
 from hear_features.clips import ClipRef, content_hash
 from hear_features.embedding import embed_recordings
 from hear_features.embeddings_file import embedding_column
@@ -59,7 +60,7 @@ from hear_features.encoders import HearEncoder, resolve_model
 from hear_features.errors import AudioError, HearFeaturesError
 from hear_features.featurestore import runtime
 from hear_features.featurestore.online_store import HearOnlineStore
-from hear_features.featurestore.settings import EncoderSettings
+from hear_features.featurestore.settings import EncoderSettings, audio_sources
 from hear_features.featurestore.tables import (
     EMBEDDING_SCHEMA,
     METADATA_FIELDS,
@@ -101,6 +102,9 @@ class HearEngineConfig(FeastConfigBaseModel):
     embeddings_view: str = "cough_embeddings"
     registrations_view: str = "clip_metadata"
     lock_timeout_s: float = 600.0
+    audio_roots: list[str] | None = None
+    """Folders audio may be read from (relative: the repo); unset means any local file.
+    ``HEAR_AUDIO_ROOTS`` overrides it."""
     backend: str | None = None
 
 
@@ -127,6 +131,7 @@ class HearEngine(LocalComputeEngine):
             {**self.config.model_dump(), "repo_path": str(self.repo_config.repo_path or "")}
         )
         runtime.activate(self.settings)
+        self.sources = audio_sources(self.repo_config)
         self._encoder: HearEncoder | None = None
 
     # ---- Feast hooks -------------------------------------------------------------
@@ -346,7 +351,7 @@ class HearEngine(LocalComputeEngine):
         bar = task.tqdm_builder(len(missing)) if task is not None and task.tqdm_builder else None
 
         def clips_of(path: Path) -> Iterable[tuple[ClipRef, np.ndarray]]:
-            rows = by_uri[str(path)]
+            rows = by_uri[uri_of[str(path)]]
             expected = {r["content_hash"] for r in rows}
             if content_hash(path) not in expected:
                 raise AudioError(
@@ -363,8 +368,14 @@ class HearEngine(LocalComputeEngine):
 
         computed: dict[str, np.ndarray] = {}
         problems: list[tuple[str, str]] = []
+        uri_of: dict[str, str] = {}  # local path -> registered URI
+        for uri in by_uri:
+            try:
+                uri_of[str(self.sources.local_path(uri))] = uri
+            except SourceRefused as exc:
+                problems.append((uri, exc.problem))
         for rec in embed_recordings(
-            [Path(uri) for uri in by_uri],
+            [Path(p) for p in uri_of],
             self.encoder,
             batch_size=self.settings.batch_size,
             clips_of=clips_of,
@@ -376,7 +387,7 @@ class HearEngine(LocalComputeEngine):
             for ref, vec in zip(rec.clips, rec.vectors, strict=True):
                 if vec is not None:
                     computed[ref.clip_id] = vec
-            expected_ids = {r["clip_id"] for r in by_uri[rec.source]}
+            expected_ids = {r["clip_id"] for r in by_uri[uri_of[rec.source]]}
             if len(expected_ids - computed.keys()) > 0:
                 problems.append((rec.source, "is shorter than when it was registered"))
         if bar is not None:

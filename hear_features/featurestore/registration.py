@@ -19,7 +19,14 @@ import pandas as pd
 import pyarrow as pa
 
 from hear_features.audio import AudioLimits, WindowConfig, probe
-from hear_features.clips import SourceProblem, content_hash, discover_audio, iter_clips
+from hear_features.audio.sources import AudioSources, SourceRefused
+from hear_features.clips import (
+    SourceProblem,
+    allowed_paths,
+    content_hash,
+    discover_audio,
+    iter_clips,
+)
 from hear_features.errors import ConfigError, HearFeaturesError
 from hear_features.featurestore.tables import (
     REGISTRATION_SCHEMA,
@@ -62,26 +69,40 @@ def utc_now() -> dt.datetime:
 
 
 def recordings_from_inputs(
-    inputs: Iterable[str], defaults: dict[str, str | None]
+    inputs: Iterable[str],
+    defaults: dict[str, str | None],
+    sources: AudioSources | None = None,
 ) -> tuple[list[Recording], list[SourceProblem]]:
-    """Expand manifests (CSV/Parquet) and audio paths/folders/globs into recordings."""
+    """Expand manifests (CSV/Parquet) and audio paths/folders/globs into recordings.
+
+    Every audio location is checked against ``sources`` before anything reads it: a
+    command-line input it refuses becomes a problem of that input, a manifest row it
+    refuses makes the whole manifest invalid (as any other bad row does).
+    """
+    sources = sources or AudioSources()
     recordings: list[Recording] = []
     problems: list[SourceProblem] = []
     plain: list[str] = []
     for item in inputs:
         if item.lower().endswith(MANIFEST_SUFFIXES) and Path(item).is_file():
-            recordings.extend(read_manifest(Path(item), defaults))
+            recordings.extend(read_manifest(Path(item), defaults, sources))
         else:
             plain.append(item)
     paths, found_problems = discover_audio(plain)
     problems.extend(found_problems)
+    paths, refused = allowed_paths(paths, sources)
+    problems.extend(refused)
     recordings.extend(Recording(p, dict(defaults)) for p in paths)
     return recordings, problems
 
 
-def read_manifest(path: Path, defaults: dict[str, str | None]) -> list[Recording]:
-    """Rows of a manifest: a ``path`` column (relative to the manifest) and optional
-    ``subject_id``, ``label``, ``dataset``, ``device`` and ``event_timestamp`` columns."""
+def read_manifest(
+    path: Path, defaults: dict[str, str | None], sources: AudioSources | None = None
+) -> list[Recording]:
+    """Rows of a manifest: a ``path`` column (relative to the manifest, or a ``file://``
+    URI) and optional ``subject_id``, ``label``, ``dataset``, ``device`` and
+    ``event_timestamp`` columns."""
+    sources = sources or AudioSources()
     try:
         frame = (
             pd.read_parquet(path)
@@ -105,7 +126,7 @@ def read_manifest(path: Path, defaults: dict[str, str | None]) -> list[Recording
         raw = row["path"]
         if not isinstance(raw, str) or not raw.strip():
             raise ConfigError(f"manifest {path}, row {i + 2}: empty 'path'")
-        audio = Path(raw) if Path(raw).is_absolute() else path.parent / raw
+        audio = _manifest_audio(path, i, raw, sources)
         metadata = {key: _text(row.get(key), defaults.get(key)) for key in USER_METADATA}
         if audio in seen:
             if seen[audio] != metadata:
@@ -116,6 +137,17 @@ def read_manifest(path: Path, defaults: dict[str, str | None]) -> list[Recording
         seen[audio] = metadata
         recordings.append(Recording(audio, metadata, timestamps[i] if timestamps else None))
     return recordings
+
+
+def _manifest_audio(manifest: Path, i: int, raw: str, sources: AudioSources) -> Path:
+    """The audio file a manifest row names, checked against the location policy."""
+    try:
+        local = sources.local_path(raw)
+        audio = local if local.is_absolute() else manifest.parent / local
+        sources.check(audio)  # relative paths resolve against the manifest's folder
+    except SourceRefused as exc:
+        raise ConfigError(f"manifest {manifest}, row {i + 2}: {raw} {exc.problem}") from exc
+    return audio
 
 
 def _manifest_timestamps(path: Path, frame: pd.DataFrame) -> list[dt.datetime] | None:
@@ -164,6 +196,20 @@ def register(
             except HearFeaturesError as exc:
                 report.problems.append(
                     SourceProblem(str(rec.path), str(getattr(exc, "problem", exc)))
+                )
+                continue
+            clash = next(
+                (r for r in new_rows if _state_of(rows.get(str(r["clip_id"]), r)) != _state_of(r)),
+                None,
+            )
+            if clash is not None:
+                other = rows[str(clash["clip_id"])]["audio_uri"]
+                report.problems.append(
+                    SourceProblem(
+                        str(rec.path),
+                        f"has the same audio content as {other} (recording "
+                        f"{clash['recording_id']}) but different metadata in this run",
+                    )
                 )
                 continue
             report.recordings += 1

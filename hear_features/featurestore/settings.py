@@ -8,8 +8,10 @@ The encoder is part of the repository's configuration, in the ``batch_engine`` s
       model: standin          # or google/hear, or a local SavedModel directory
       batch_size: 64
       device: auto
+      audio_roots: [/data/coughs]   # optional: audio may only be read from here
 
-``HEAR_MODEL`` in the environment overrides ``model``.
+``HEAR_MODEL`` in the environment overrides ``model``; ``HEAR_AUDIO_ROOTS`` overrides
+``audio_roots``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hear_features.audio.sources import AudioSources
 from hear_features.encoders.resolve import DEFAULT_REPO, MODEL_ENV
 
 
@@ -58,3 +61,10 @@ def _resolve_relative(model: str, repo_path: str | None) -> str:
         if candidate.exists():
             return str(candidate.resolve())
     return model
+
+
+def audio_sources(config: Any) -> AudioSources:
+    """The audio location policy of a Feast ``RepoConfig`` (relative roots: the repo)."""
+    raw = config.batch_engine_config if isinstance(config.batch_engine_config, dict) else {}
+    base = Path(config.repo_path) if config.repo_path else None
+    return AudioSources.from_config(raw.get("audio_roots"), base)
