@@ -133,7 +133,10 @@ def iter_clips(
     """Yield each window of ``path`` with its ids; ``digest`` skips re-hashing the file."""
     recording_id = recording_id_for(digest or content_hash(path))
     uri = os.path.abspath(path)
+    config = config or WindowConfig()
+    found = False
     for window in iter_windows(path, config, limits):
+        found = True
         ref = ClipRef(
             clip_id=clip_id_for(recording_id, window.offset_s),
             recording_id=recording_id,
@@ -142,3 +145,12 @@ def iter_clips(
             rms_db=window.rms_db,
         )
         yield ref, window.samples
+    if not found:
+        floor = config.min_rms_db
+        raise AudioError(
+            path,
+            "yields no clips"
+            if floor is None
+            else f"has no window louder than {floor:g} dBFS (silent?); "
+            "pass --keep-silent to keep quiet windows",
+        )

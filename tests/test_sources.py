@@ -23,10 +23,11 @@ def layout(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize(
-    "uri", ["http://example.org/a.wav", "s3://bucket/a.wav", "data:audio/wav;base64,AA", "ftp://h/a"]
+    "uri",
+    ["http://example.org/a.wav", "s3://bucket/a.wav", "data:audio/wav;base64,AA", "ftp://h/a"],
 )
 def test_only_local_files_are_read(uri: str) -> None:
-    with pytest.raises(SourceRefused, match="scheme .* is not allowed"):
+    with pytest.raises(SourceRefused, match=r"scheme .* is not allowed"):
         AudioSources().local_path(uri)
 
 
@@ -52,7 +53,7 @@ def test_a_link_out_of_a_root_is_refused_and_a_loop_is_named(layout: tuple[Path,
     root, outside = layout
     (root / "escape.wav").symlink_to(outside / "b.wav")
     policy = AudioSources.from_roots([root])
-    with pytest.raises(SourceRefused, match="resolved to .*outside"):
+    with pytest.raises(SourceRefused, match=r"resolved to .*outside"):
         policy.check(root / "escape.wav")
     (root / "loop.wav").symlink_to(root / "loop.wav")
     with pytest.raises(SourceRefused, match="cannot be resolved"):

@@ -33,6 +33,7 @@ class AudioLimits:
     """What we accept before decoding anything; defaults suit research recordings."""
 
     max_duration_s: float = 2 * 3600.0
+    min_duration_s: float = 0.1  # shorter holds nothing to embed: HeAR reads 2 s windows
     min_sample_rate: int = 4_000
     max_sample_rate: int = 768_000
     max_channels: int = 64
@@ -194,6 +195,12 @@ def _check_header(info: AudioInfo, limits: AudioLimits) -> None:
         )
     if info.duration_s > limits.max_duration_s:
         raise AudioError(info.name, _too_long(info.duration_s, limits))
+    if info.frames > 0 and info.duration_s < limits.min_duration_s:
+        raise AudioError(
+            info.name,
+            f"is too short: {info.frames} sample(s), {info.duration_s:.4f} s; "
+            f"at least {limits.min_duration_s:g} s is needed",
+        )
 
 
 def _too_long(duration_s: float, limits: AudioLimits) -> str:

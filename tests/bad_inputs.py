@@ -1,0 +1,406 @@
+"""A generated corpus of bad (and merely extreme) inputs, shared by the tests and the
+reliability report.
+
+Each case builds its input from scratch in a folder it is given, so the corpus needs no
+fixtures checked into the repository. ``expect`` is a regular expression the refusal
+message must match; ``None`` marks an input that is extreme but valid, which must be
+accepted and give a correct result.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from hear_features.synthetic import cough
+
+
+@dataclass(frozen=True)
+class AudioCase:
+    """An audio file, fed to ``register``, ``embed`` and the upload endpoints."""
+
+    name: str
+    make: Callable[[Path], Path]
+    expect: str | None  # regex of the refusal, None when the file must be accepted
+    upload: bool = True  # also sent over HTTP (not for links or multi-hour files)
+
+
+def _cough(sr: int = 16_000, seconds: float = 2.5, seed: int = 1) -> np.ndarray:
+    return cough(np.random.default_rng(seed), sr, subject=0, seconds=seconds).astype(np.float32)
+
+
+def _wav_bytes(samples: np.ndarray, sr: int, subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, samples, sr, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def _file(name: str, data: bytes) -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        path = folder / name
+        path.write_bytes(data)
+        return path
+
+    return make
+
+
+def _png() -> bytes:
+    # A real 1x1 PNG: signature, IHDR, IDAT, IEND.
+    return bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+        "1f15c4890000000d49444154789c63f8cfc0f01f0005000201e221bc33"
+        "0000000049454e44ae426082"
+    )
+
+
+def _corrupt_mp3(folder: Path) -> Path:
+    """An MP3 whose frames after the first 10% are overwritten with random bytes."""
+    data = bytearray(_wav_bytes(_cough(44_100, 6.0), 44_100, "MPEG_LAYER_III", "MP3"))
+    rng = np.random.default_rng(7)
+    start = len(data) // 10
+    data[start:] = rng.integers(0, 256, len(data) - start, dtype=np.uint8).tobytes()
+    path = folder / "corrupt_frames.mp3"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _three_hours(folder: Path) -> Path:
+    """A real 3-hour FLAC (8 kHz, quiet noise: compresses to a few MB), written in blocks."""
+    path = folder / "three_hours.flac"
+    sr = 8_000
+    rng = np.random.default_rng(3)
+    with sf.SoundFile(path, "w", sr, 1, subtype="PCM_16") as f:
+        block = (1e-3 * rng.standard_normal(sr * 600)).astype(np.float32)
+        for _ in range(18):  # 18 x 10 min
+            f.write(block)
+    return path
+
+
+def _many_channels(folder: Path) -> Path:
+    sr = 192_000
+    mono = _cough(sr, 2.5)
+    path = folder / "eight_channels_192k.wav"
+    sf.write(path, np.repeat(mono[:, None], 8, axis=1), sr, subtype="PCM_24")
+    return path
+
+
+def _float_with(value: float) -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        x = _cough()
+        x[12_345] = value
+        path = folder / f"float_{'nan' if np.isnan(value) else 'inf'}.wav"
+        sf.write(path, x, 16_000, subtype="FLOAT")
+        return path
+
+    return make
+
+
+def _symlink_loop(folder: Path) -> Path:
+    path = folder / "loop.wav"
+    path.symlink_to(path)
+    return path
+
+
+def _broken_link(folder: Path) -> Path:
+    path = folder / "dangling.wav"
+    path.symlink_to(folder / "deleted-long-ago.wav")
+    return path
+
+
+def _unicode_name(folder: Path) -> Path:
+    path = folder / "toux sèche Ünïcode ☃ file.wav"
+    sf.write(path, _cough(), 16_000)
+    return path
+
+
+def _clipped_noise(folder: Path) -> Path:
+    rng = np.random.default_rng(11)
+    x = np.clip(3.0 * rng.standard_normal(16_000 * 3), -1.0, 1.0).astype(np.float32)
+    path = folder / "clipped_full_scale.wav"
+    sf.write(path, x, 16_000)
+    return path
+
+
+_GOOD_WAV = _wav_bytes(_cough(), 16_000)
+_GOOD_FLAC = _wav_bytes(_cough(), 16_000, "PCM_16", "FLAC")
+
+AUDIO_CASES: list[AudioCase] = [
+    AudioCase("zero-byte .wav", _file("empty.wav", b""), r"is empty \(0 bytes\)"),
+    AudioCase(
+        "truncated WAV header (first 20 bytes)",
+        _file("short_header.wav", _GOOD_WAV[:20]),
+        r"not a readable audio file",
+    ),
+    AudioCase(
+        "WAV cut off mid data chunk",
+        _file("cut.wav", _GOOD_WAV[: len(_GOOD_WAV) // 2]),
+        r"is truncated",
+    ),
+    AudioCase(
+        "truncated FLAC header (first 30 bytes)",
+        _file("short_header.flac", _GOOD_FLAC[:30]),
+        r"not a readable audio file",
+    ),
+    AudioCase(
+        "text renamed .wav",
+        _file("notes.wav", b"patient 17: coughing since Tuesday\n" * 40),
+        r"not a readable audio file",
+    ),
+    AudioCase("PNG image renamed .wav", _file("picture.wav", _png()), r"not a readable audio file"),
+    AudioCase("corrupt MP3 frames", _corrupt_mp3, r"cannot be decoded|not a readable|corrupt"),
+    AudioCase(
+        "1-sample audio",
+        _file("one_sample.wav", _wav_bytes(np.array([0.5], np.float32), 16_000)),
+        r"too short",
+    ),
+    AudioCase("float WAV with NaN", _float_with(float("nan")), r"NaN or infinite samples"),
+    AudioCase("float WAV with +inf", _float_with(float("inf")), r"NaN or infinite samples"),
+    AudioCase(
+        "pure silence (10 s of zeros)",
+        _file("silence.wav", _wav_bytes(np.zeros(160_000, np.float32), 16_000)),
+        r"silent|no window above",
+    ),
+    AudioCase("3-hour recording", _three_hours, r"is 10800 s long; the limit is", upload=False),
+    AudioCase("symbolic link loop", _symlink_loop, r"symbolic links|cannot be", upload=False),
+    AudioCase("dangling symbolic link", _broken_link, r"broken symbolic link", upload=False),
+    # Extreme but valid: must work, and give the same clip as the plain version would.
+    AudioCase("8 channels at 192 kHz (valid)", _many_channels, None),
+    AudioCase("clipped full-scale noise (valid)", _clipped_noise, None),
+    AudioCase("unicode and spaces in the path (valid)", _unicode_name, None),
+]
+
+
+@dataclass(frozen=True)
+class ManifestCase:
+    """A manifest for ``register``; ``make(folder, good_audio, outside_audio)``."""
+
+    name: str
+    make: Callable[[Path, Path, Path], Path]
+    expect: str
+
+
+def _manifest(name: str, text: Callable[[Path, Path, Path], str]) -> Callable[..., Path]:
+    def make(folder: Path, good: Path, outside: Path) -> Path:
+        path = folder / name
+        path.write_text(text(folder, good, outside), encoding="utf-8")
+        return path
+
+    return make
+
+
+def _relative_escape(folder: Path, good: Path, outside: Path) -> str:
+    up = "../" * (len(folder.resolve().parts) + 2)
+    return f"path,label\n{up}etc/passwd,cough\n"
+
+
+MANIFEST_CASES: list[ManifestCase] = [
+    ManifestCase(
+        "manifest without a path column",
+        _manifest("no_path.csv", lambda f, g, o: f"file,label\n{g.name},cough\n"),
+        r"has no 'path' column",
+    ),
+    ManifestCase(
+        "manifest listing one file twice with different labels",
+        _manifest("twice.csv", lambda f, g, o: f"path,label\n{g.name},cough\n{g.name},breath\n"),
+        r"listed twice with different metadata",
+    ),
+    ManifestCase(
+        "manifest with a bad timestamp",
+        _manifest(
+            "bad_time.csv",
+            lambda f, g, o: f"path,label,event_timestamp\n{g.name},cough,last tuesday\n",
+        ),
+        r"event_timestamp 'last tuesday' is not an ISO 8601",
+    ),
+    ManifestCase(
+        "manifest path ../../etc/passwd",
+        _manifest("escape.csv", _relative_escape),
+        r"outside the configured audio roots",
+    ),
+    ManifestCase(
+        "manifest with an absolute path outside the audio roots",
+        _manifest("elsewhere.csv", lambda f, g, o: f"path,label\n{o},cough\n"),
+        r"outside the configured audio roots",
+    ),
+    ManifestCase(
+        "manifest with an https:// audio URI",
+        _manifest("remote.csv", lambda f, g, o: "path,label\nhttps://example.org/c.wav,cough\n"),
+        r"scheme 'https' is not allowed",
+    ),
+    ManifestCase(
+        "manifest with an s3:// audio URI",
+        _manifest("bucket.csv", lambda f, g, o: "path,label\ns3://lab-bucket/c.wav,cough\n"),
+        r"scheme 's3' is not allowed",
+    ),
+    ManifestCase(
+        "zero-byte manifest",
+        _manifest("empty.csv", lambda f, g, o: ""),
+        r"cannot be read",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class EntityCase:
+    """An entity file for ``training-set``; ``make(folder, known_clip_id)``."""
+
+    name: str
+    make: Callable[[Path, str], Path]
+    expect: str
+
+
+def _entities(name: str, text: Callable[[str], str]) -> Callable[[Path, str], Path]:
+    def make(folder: Path, clip_id: str) -> Path:
+        path = folder / name
+        path.write_text(text(clip_id), encoding="utf-8")
+        return path
+
+    return make
+
+
+ENTITY_CASES: list[EntityCase] = [
+    EntityCase(
+        "entity file without event_timestamp",
+        _entities("no_ts.csv", lambda c: f"clip_id\n{c}\n"),
+        r"lacks column\(s\) event_timestamp",
+    ),
+    EntityCase(
+        "entity file with a bad timestamp",
+        _entities("bad_ts.csv", lambda c: f"clip_id,event_timestamp\n{c},2024-13-45\n"),
+        r"is not an ISO 8601",
+    ),
+    EntityCase(
+        "entity file with unknown clip ids",
+        _entities(
+            "unknown.csv",
+            lambda c: f"clip_id,event_timestamp\n{c},2030-01-01\nnot-a-clip,2030-01-01\n",
+        ),
+        r"unknown clip id.*not-a-clip",
+    ),
+    EntityCase(
+        "entity file that is an image",
+        lambda folder, c: _file("entities.parquet", _png())(folder),
+        r"cannot be read",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class RequestCase:
+    """One HTTP request; ``status`` is the expected 4xx, ``expect`` a regex of its body."""
+
+    name: str
+    method: str
+    url: str
+    status: int
+    expect: str
+    json: object | None = None
+    content: bytes | None = None
+    headers: dict[str, str] | None = None
+    files: dict[str, tuple[str, bytes, str]] | None = None
+
+
+def request_cases(known_clip: str, dim: int = 512) -> list[RequestCase]:
+    """Bad requests against a store that holds ``known_clip``."""
+    good = [0.01] * dim
+    nan_body = json.dumps({"vector": good, "k": 5}).replace("0.01", "NaN", 1).encode()
+    huge = json.dumps({"vector": good, "k": 5, "filters": {"label": "x" * 3_000_000}}).encode()
+    return [
+        RequestCase(
+            "vector of the wrong length",
+            "POST",
+            "/v1/search/vector",
+            422,
+            r"512",
+            json={"vector": [0.1] * 100, "k": 5},
+        ),
+        RequestCase(
+            "vector with NaN",
+            "POST",
+            "/v1/search/vector",
+            422,
+            r"finite|NaN|nan",
+            content=nan_body,
+            headers={"content-type": "application/json"},
+        ),
+        RequestCase("k = 0", "POST", "/v1/search/vector", 422, r"k", json={"vector": good, "k": 0}),
+        RequestCase(
+            "k negative", "POST", "/v1/search/vector", 422, r"k", json={"vector": good, "k": -3}
+        ),
+        RequestCase(
+            "k huge", "POST", "/v1/search/vector", 422, r"k", json={"vector": good, "k": 10**12}
+        ),
+        RequestCase(
+            "k huge on /similar", "GET", f"/v1/clips/{known_clip}/similar?k=99999999", 422, r"k"
+        ),
+        RequestCase("unknown clip id", "GET", "/v1/clips/not-a-clip", 404, r"not-a-clip"),
+        RequestCase(
+            "unknown clip id on /similar", "GET", "/v1/clips/nope-0/similar?k=3", 404, r"nope-0"
+        ),
+        RequestCase(
+            "unknown clip ids in a training-set request",
+            "POST",
+            "/v1/training-set",
+            404,
+            r"ghost",
+            json={"entities": [{"clip_id": "ghost", "event_timestamp": "2030-01-01T00:00:00Z"}]},
+        ),
+        RequestCase(
+            "malformed JSON",
+            "POST",
+            "/v1/search/vector",
+            422,
+            r"JSON|json",
+            content=b'{"vector": [0.1, 0.2',
+            headers={"content-type": "application/json"},
+        ),
+        RequestCase(
+            "huge JSON body",
+            "POST",
+            "/v1/search/vector",
+            413,
+            r"too large|limit",
+            content=huge,
+            headers={"content-type": "application/json"},
+        ),
+        RequestCase(
+            "upload of zero bytes",
+            "POST",
+            "/v1/search/audio",
+            422,
+            r"empty",
+            files={"file": ("empty.wav", b"", "audio/wav")},
+        ),
+        RequestCase(
+            "upload of a text file named .wav",
+            "POST",
+            "/v1/search/audio",
+            422,
+            r"not a readable audio file",
+            files={"file": ("notes.wav", b"hello\n" * 100, "audio/wav")},
+        ),
+        RequestCase(
+            "upload over the size limit",
+            "POST",
+            "/v1/search/audio",
+            413,
+            r"too large|limit",
+            files={"file": ("big.wav", b"\0" * (3 * 1024 * 1024), "audio/wav")},
+        ),
+    ]
+
+
+def write_observation(record: dict[str, object]) -> None:
+    """Append one observed case to ``$HEAR_RELIABILITY_LOG`` (JSON lines) when it is set."""
+    target = os.environ.get("HEAR_RELIABILITY_LOG")
+    if not target:
+        return
+    with open(target, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, ensure_ascii=False) + "\n")
