@@ -60,7 +60,13 @@ class BodySizeLimit:
 
 async def _too_large(send: Send, limit: int) -> None:
     body = json.dumps(
-        {"error": {"type": "PayloadTooLarge", "message": f"request body exceeds {limit} bytes"}}
+        {
+            "error": {
+                "type": "PayloadTooLarge",
+                "message": f"request body is larger than the limit of {limit} bytes "
+                f"({limit / 2**20:.1f} MiB)",
+            }
+        }
     ).encode()
     await send(
         {

@@ -77,6 +77,7 @@ cough_embeddings = FeatureView(
             name="embedding",
             dtype=Array(Float32),
             vector_index=True,
+            vector_length=512,
             vector_search_metric="COSINE",
         ),
         Field(name="model_id", dtype=String),

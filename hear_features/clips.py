@@ -47,6 +47,9 @@ def content_hash(path: Path) -> str:
     try:
         with open(path, "rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
+    except FileNotFoundError as exc:
+        problem = "is a broken symbolic link" if path.is_symlink() else "no such file"
+        raise AudioError(path, problem) from exc
     except OSError as exc:
         raise AudioError(path, f"cannot be read: {exc.strerror or exc}") from exc
 

@@ -81,6 +81,14 @@ class AudioSources:
 
     def local_path(self, location: str | os.PathLike[str]) -> Path:
         """The local file behind ``location``, or :class:`SourceRefused` saying why not."""
+        path = self.parse(location)
+        self.check(path)
+        return path
+
+    @staticmethod
+    def parse(location: str | os.PathLike[str]) -> Path:
+        """``location`` as a local path (a relative one stays relative), refusing any
+        scheme but ``file``; the roots are not checked here."""
         text = os.fspath(location)
         if "\x00" in text:
             raise SourceRefused(repr(text), "contains a NUL character")
@@ -96,11 +104,8 @@ class AudioSources:
             parts = urlsplit(text)
             if parts.netloc not in ("", "localhost"):
                 raise SourceRefused(text, f"file URI names a remote host {parts.netloc!r}")
-            path = Path(unquote(parts.path))
-        else:
-            path = Path(text)
-        self.check(path)
-        return path
+            return Path(unquote(parts.path))
+        return Path(text)
 
     def check(self, path: Path) -> None:
         """Refuse ``path`` when roots are configured and it resolves outside all of them."""

@@ -57,6 +57,11 @@ class IndexHandle:
                 self._catch_up(conn)
             return self.index
 
+    def stored_dim(self, conn: sqlite3.Connection) -> int | None:
+        """The length of the stored vectors (None while there are none)."""
+        index = self.current(conn)
+        return None if index is None else index.dim
+
     def apply(
         self, conn: sqlite3.Connection, seq: int, written: list[tuple[int, np.ndarray]]
     ) -> None:
@@ -162,7 +167,9 @@ class IndexHandle:
             raise InputShapeError(
                 f"the query has {query.shape[-1]} values; stored vectors have {index.dim}"
             )
-        return index.search(query, k, allowed_ids=allowed, threads=threads)
+        # More neighbours than stored vectors cannot exist: asking FAISS for them would
+        # only allocate (a huge k would exhaust memory).
+        return index.search(query, min(k, max(1, len(index))), allowed_ids=allowed, threads=threads)
 
 
 class AttributeFilter(FilterTranslator):

@@ -173,6 +173,9 @@ class HearOnlineStore(OnlineStore):
             else None
         )
         vectors = _vectors_from_arrow(rows[vector.name]) if vector is not None else None
+        if vector is not None and vectors is not None and not np.isfinite(vectors).all():
+            bad = rows[join_key][int(np.argmin(np.isfinite(vectors).all(axis=1)))]
+            raise InputShapeError(f"feature {vector.name} of {bad} contains NaN or infinite values")
         events = rows["event_timestamp"].to_pylist()
         created = (
             rows["created"].to_pylist()
@@ -196,8 +199,11 @@ class HearOnlineStore(OnlineStore):
 
     def _write(self, config: RepoConfig, table: FeatureView, rows: list[EntityRow]) -> None:
         name = _table_name(config, table)
-        with_vectors = _vector_field(table) is not None
+        vector = _vector_field(table)
+        with_vectors = vector is not None
         conn = self._conn(config)
+        if vector is not None:  # refuse before anything is written, not halfway
+            _check_dimensions(rows, vector, self._handle(config, table).stored_dim(conn))
         seq, written = online_tables.write(conn, name, rows, with_vectors=with_vectors)
         if with_vectors:
             self._handle(config, table).apply(conn, seq, written)
@@ -454,6 +460,25 @@ def _vector_from_value(value: ValueProto, name: str) -> np.ndarray | None:
     if not np.isfinite(vec).all():
         raise InputShapeError(f"feature {name} contains NaN or infinite values")
     return vec
+
+
+def _check_dimensions(rows: list[EntityRow], field: Field, index_dim: int | None) -> None:
+    """Every vector has the view's declared length, and the stored vectors' length."""
+    want = field.vector_length or index_dim
+    for row in rows:
+        if row.vector is None:
+            continue
+        if want is None:
+            want = len(row.vector)
+        elif len(row.vector) != want:
+            raise InputShapeError(
+                f"feature {field.name} must have {want} values, got {len(row.vector)}; "
+                "nothing was written"
+            )
+    if index_dim is not None and want is not None and want != index_dim:
+        raise InputShapeError(
+            f"feature {field.name} has {want} values but the stored vectors have {index_dim}"
+        )
 
 
 def _vectors_from_arrow(column: pa.ChunkedArray) -> np.ndarray:

@@ -142,7 +142,7 @@ def read_manifest(
 def _manifest_audio(manifest: Path, i: int, raw: str, sources: AudioSources) -> Path:
     """The audio file a manifest row names, checked against the location policy."""
     try:
-        local = sources.local_path(raw)
+        local = sources.parse(raw)
         audio = local if local.is_absolute() else manifest.parent / local
         sources.check(audio)  # relative paths resolve against the manifest's folder
     except SourceRefused as exc:

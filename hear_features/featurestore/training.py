@@ -23,7 +23,7 @@ from hear_features.audio import AudioLimits, WindowConfig
 from hear_features.clips import iter_clips
 from hear_features.embedding import Encoder
 from hear_features.errors import ConfigError, HearFeaturesError, InputShapeError
-from hear_features.featurestore.repo import EMBEDDINGS_VIEW, Tables
+from hear_features.featurestore.repo import EMBEDDINGS_VIEW, Tables, tables
 from hear_features.featurestore.search import similar_clips
 from hear_features.featurestore.tables import EMBEDDING_SCHEMA, read_table
 
@@ -88,9 +88,12 @@ def training_set(store: FeatureStore, entities: pd.DataFrame) -> pd.DataFrame:
     """Embeddings and metadata valid at each entity row's timestamp, in input order.
 
     Entity columns named like a stored feature (a ``label`` column of your own, say) are
-    kept as ``given_<name>``, next to the stored value.
+    kept as ``given_<name>``, next to the stored value. Clip ids that were never
+    registered are refused (a typo would otherwise come back as a row of nulls); a clip
+    registered after a row's timestamp gives nulls in that row, as point-in-time reads do.
     """
     entities = validate_entities(entities)
+    _refuse_unknown(tables(store), entities["clip_id"])
     renames = {c: f"given_{c}" for c in entities.columns if c in EMBEDDING_FEATURES}
     entity_df = entities.rename(columns=renames).assign(**{_ROW: np.arange(len(entities))})
     features = [f"{EMBEDDINGS_VIEW}:{name}" for name in EMBEDDING_FEATURES]
@@ -100,6 +103,17 @@ def training_set(store: FeatureStore, entities: pd.DataFrame) -> pd.DataFrame:
         c for c in EMBEDDING_FEATURES if c in frame
     ]
     return frame[ordered]
+
+
+def _refuse_unknown(where: Tables, clip_ids: pd.Series) -> None:
+    known: set[str] = set()
+    for path in (where.registrations, where.embeddings):
+        if path.exists():
+            known.update(pq.read_table(path, columns=["clip_id"])["clip_id"].to_pylist())
+    unknown = sorted(set(clip_ids) - known)
+    if unknown:
+        shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+        raise UnknownClipError(f"{len(unknown)} unknown clip id(s), never registered: {shown}")
 
 
 def write_training_set(frame: pd.DataFrame, out: Path) -> None:
