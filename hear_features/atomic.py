@@ -1,13 +1,15 @@
 """Atomic file replacement: write beside the target, fsync, rename, fsync the folder.
 
-Readers see either the old file or the new one, never a half-written one, and a
-process killed mid-write leaves at most a stray ``.tmp`` file that the next write
-replaces. Used for every file that matters (Parquet tables, index files, manifests).
+Readers see either the old file or the new one, never a half-written one. A process
+killed mid-write leaves a stray ``.<name>.<pid>.<random>.tmp`` file; the next write of
+the same target deletes the strays of processes that no longer exist. Used for every
+file that matters (Parquet tables, index files, manifests).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -19,7 +21,10 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it replaces the target."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    remove_strays(target)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -31,6 +36,30 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def remove_strays(target: Path) -> list[Path]:
+    """Delete temporary files of ``target`` left by writers that were killed."""
+    removed = []
+    prefix = f".{target.name}."
+    for name in glob.glob(glob.escape(str(target.parent / prefix)) + "*.tmp"):
+        stray = Path(name)
+        pid = stray.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                stray.unlink()
+                removed.append(stray)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> None:

@@ -1,0 +1,432 @@
+"""SIGKILL at random points of `register`, `feast materialize` and an index save.
+
+After every kill the stores must still load (the tables read, the saved index loads
+and verifies), hold either the old or the new state of each file, and never a partial
+one; a re-run must then complete with counts that match the registration exactly: no
+lost and no duplicated vectors. Two materialisations at once take turns (a file lock),
+and one that cannot get the lock stops with a message naming the holder.
+
+The kill points are random (seeded): half at a random moment of a run's measured
+duration, half a random few milliseconds after the run starts writing (a temporary
+file appears next to a store file), where a crash is most likely to do damage.
+``HEAR_CRASH_REPEATS`` sets the kills per scenario (default 4; the report uses more).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import yaml
+from hear_features.index import IndexConfig, VectorIndex, load, save
+
+from hear_features.locking import file_lock
+from tests.bad_inputs import write_observation
+from tests.conftest import FEAST, end_time, feast, make_repo
+
+pytestmark = pytest.mark.slow
+
+REPEATS = int(os.environ.get("HEAR_CRASH_REPEATS", "4"))
+TABLE = "hear_features_cough_embeddings"
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "HEAR_MODEL"}
+
+
+@dataclass
+class Kill:
+    killed: bool  # False: the run finished before the kill came
+    after_s: float
+    trigger: str
+
+
+def run_and_kill(
+    cmd: list[str], cwd: Path, watch: list[Path], delay_s: float, trigger: str, rng: random.Random
+) -> Kill:
+    """Start ``cmd`` in its own process group and SIGKILL the group.
+
+    ``trigger`` "time": after ``delay_s``. "write": a random 0-30 ms after a temporary
+    file (``*.tmp*``) shows up in one of the ``watch`` folders, or at ``delay_s``.
+    """
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = start + delay_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        if trigger == "write" and any(
+            ".tmp" in p.name for folder in watch if folder.exists() for p in folder.rglob("*")
+        ):
+            time.sleep(rng.uniform(0, 0.03))
+            break
+        time.sleep(0.003 if trigger == "write" else 0.01)
+    killed = proc.poll() is None
+    if killed:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return Kill(killed, time.monotonic() - start, trigger)
+
+
+def timed(cmd: list[str], cwd: Path) -> float:
+    start = time.monotonic()
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return time.monotonic() - start
+
+
+def schedule(rng: random.Random, full_s: float) -> list[tuple[float, str]]:
+    """REPEATS kill points: alternately a random time, and soon after writing starts."""
+    return [
+        (rng.uniform(0.15, 1.0) * full_s, "time") if i % 2 == 0 else (full_s * 1.5, "write")
+        for i in range(REPEATS)
+    ]
+
+
+def write_recordings(folder: Path, n: int, seconds: float, seed: int) -> None:
+    """``n`` distinct noisy recordings (bursts over noise), loud enough to keep every window."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    sr = 16_000
+    for i in range(n):
+        x = 0.05 * rng.standard_normal(int(seconds * sr))
+        for at in rng.uniform(0, seconds - 0.5, size=int(seconds)):
+            s = int(at * sr)
+            x[s : s + 4000] += 0.4 * rng.standard_normal(4000) * np.hanning(4000)
+        sf.write(folder / f"rec_{i:03d}.flac", x.astype(np.float32), sr)
+
+
+def registration_keys(repo: Path) -> list[tuple[str, object]]:
+    t = pq.read_table(
+        repo / "data" / "registrations.parquet", columns=["clip_id", "event_timestamp"]
+    )
+    return list(zip(t["clip_id"].to_pylist(), t["event_timestamp"].to_pylist(), strict=True))
+
+
+def embedding_keys(repo: Path) -> list[tuple[str, object]]:
+    path = repo / "data" / "embeddings.parquet"
+    t = pq.read_table(path, columns=["clip_id", "event_timestamp"])
+    return list(zip(t["clip_id"].to_pylist(), t["event_timestamp"].to_pylist(), strict=True))
+
+
+def online_state(repo: Path) -> tuple[int, int]:
+    """(rows, rows with a vector) of the embeddings view in the online store."""
+    with sqlite3.connect(repo / "data" / "online.db") as conn:
+        rows, vectors = conn.execute(f'SELECT COUNT(*), COUNT(vector) FROM "{TABLE}"').fetchone()
+    return int(rows), int(vectors)
+
+
+def saved_index_count(repo: Path) -> int | None:
+    folder = repo / "data" / "index" / TABLE
+    if not (folder / "manifest.json").exists():
+        return None
+    index, generation, _ = load(folder, IndexConfig())  # verifies size, sha256 and ids
+    assert len(index) == generation.count
+    return len(index)
+
+
+def observe(scenario: str, kills: list[Kill], final: str, ok: bool) -> None:
+    landed = [k for k in kills if k.killed]
+    write_observation(
+        {
+            "case": f"SIGKILL during {scenario}",
+            "path": "crash",
+            "expected": "stores load after every kill; the re-run completes with exact counts",
+            "observed": f"{len(landed)} of {len(kills)} kills landed mid-run "
+            f"({sum(k.trigger == 'write' for k in landed)} while writing), at "
+            + ", ".join(f"{k.after_s:.2f} s" for k in landed)
+            + f"; {final}",
+            "stores_unchanged": None,
+            "ok": ok,
+        }
+    )
+
+
+# ---- register ---------------------------------------------------------------------------------
+
+
+def test_sigkill_during_register(tmp_path: Path, standin_dir: Path) -> None:
+    rng = random.Random(1)
+    write_recordings(tmp_path / "first", 4, 20.0, seed=1)
+    write_recordings(tmp_path / "second", 10, 30.0, seed=2)
+    repo = make_repo(tmp_path / "repo", standin_dir)
+    cli = [sys.executable, "-m", "hear_features", "register", "--repo", str(repo)]
+    timed([*cli, str(tmp_path / "first")], tmp_path)
+    first = registration_keys(repo)
+
+    reference = make_repo(tmp_path / "reference", standin_dir)
+    full_s = timed(
+        [
+            sys.executable,
+            "-m",
+            "hear_features",
+            "register",
+            "--repo",
+            str(reference),
+            str(tmp_path / "second"),
+        ],
+        tmp_path,
+    )
+    expected_new = len(registration_keys(reference))
+
+    kills = []
+    for delay, trigger in schedule(rng, full_s):
+        kills.append(
+            run_and_kill(
+                [*cli, str(tmp_path / "second")], tmp_path, [repo / "data"], delay, trigger, rng
+            )
+        )
+        keys = registration_keys(repo)  # the table reads after every kill
+        assert len(keys) == len(set(keys))
+        assert len(keys) in (len(first), len(first) + expected_new), len(keys)
+    timed([*cli, str(tmp_path / "second")], tmp_path)
+    keys = registration_keys(repo)
+    ok = len(keys) == len(set(keys)) == len(first) + expected_new
+    observe(
+        "hear-features register",
+        kills,
+        f"{len(keys)} registration rows, expected {len(first) + expected_new}, no duplicates",
+        ok,
+    )
+    assert ok
+    assert any(k.killed for k in kills)
+
+
+# ---- feast materialize ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def registered(
+    tmp_path_factory: pytest.TempPathFactory, standin_dir: Path
+) -> Callable[[str], Path]:
+    """A factory of applied repositories holding the same registrations (not materialised)."""
+    root = tmp_path_factory.mktemp("crash")
+    write_recordings(root / "audio", 16, 30.0, seed=3)
+
+    def make(name: str) -> Path:
+        repo = make_repo(root / name, standin_dir)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "hear_features",
+                "register",
+                "--repo",
+                str(repo),
+                str(root / "audio"),
+            ],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr
+        feast(repo, "apply")
+        return repo
+
+    return make
+
+
+def assert_consistent_after_kill(repo: Path) -> None:
+    """What must hold at any moment: readable tables, no duplicate rows, a loadable
+    index no larger than the online table, and nothing online that was not registered."""
+    registered = set(registration_keys(repo))
+    stored = embedding_keys(repo)
+    assert len(stored) == len(set(stored)), "duplicated embedding rows"
+    assert set(stored) <= registered
+    rows, vectors = online_state(repo)
+    assert rows == vectors <= len({c for c, _ in registered})
+    saved = saved_index_count(repo)
+    assert saved is None or saved <= vectors
+
+
+def test_sigkill_during_materialize(registered: Callable[[str], Path]) -> None:
+    rng = random.Random(2)
+    reference = registered("reference")
+    full_s = timed([str(FEAST), "materialize-incremental", end_time()], reference)
+    repo = registered("victim")
+    cmd = [str(FEAST), "materialize-incremental", end_time()]
+    kills = []
+    for delay, trigger in schedule(rng, full_s):
+        kills.append(run_and_kill(cmd, repo, [repo / "data"], delay, trigger, rng))
+        assert_consistent_after_kill(repo)
+    feast(repo, "materialize-incremental", end_time())
+    registered_keys = set(registration_keys(repo))
+    stored = embedding_keys(repo)
+    clips = len({c for c, _ in registered_keys})
+    rows, vectors = online_state(repo)
+    saved = saved_index_count(repo)
+    ok = (
+        len(stored) == len(set(stored)) == len(registered_keys)
+        and set(stored) == registered_keys
+        and rows == vectors == clips
+        and saved == clips
+    )
+    observe(
+        "feast materialize-incremental",
+        kills,
+        f"{len(stored)} embedding rows for {len(registered_keys)} registrations, "
+        f"{rows} online rows and {saved} indexed vectors for {clips} clips",
+        ok,
+    )
+    assert ok, (len(stored), len(registered_keys), rows, vectors, saved, clips)
+    # Same vectors as an uninterrupted run: nothing half-written survived.
+    ref = pq.read_table(reference / "data" / "embeddings.parquet").to_pandas().set_index("clip_id")
+    got = pq.read_table(repo / "data" / "embeddings.parquet").to_pandas().set_index("clip_id")
+    for clip in ref.index[:50]:
+        np.testing.assert_allclose(
+            np.asarray(got.loc[clip, "embedding"]),
+            np.asarray(ref.loc[clip, "embedding"]),
+            atol=1e-5,
+        )
+
+
+def test_two_materializations_take_turns(registered: Callable[[str], Path]) -> None:
+    repo = registered("concurrent")
+    cmd = [str(FEAST), "materialize-incremental", end_time()]
+    procs = [
+        subprocess.Popen(
+            cmd, cwd=repo, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    stored = embedding_keys(repo)
+    assert len(stored) == len(set(stored)) == len(registration_keys(repo))
+    # One of them embedded everything; the other waited and found nothing left to do.
+    embedded = sorted(int(o.split("embedded ")[1].split()[0]) for o in outputs if "embedded " in o)
+    assert embedded[0] == 0 and embedded[-1] == len(stored), outputs
+    write_observation(
+        {
+            "case": "two feast materialize runs at once",
+            "path": "concurrency",
+            "expected": "the second waits for the lock; no duplicates",
+            "observed": f"both exit 0; embedded {embedded}; {len(stored)} rows, no duplicates",
+            "stores_unchanged": None,
+            "ok": True,
+        }
+    )
+
+
+def test_a_materialization_that_cannot_get_the_lock_stops_and_says_who_holds_it(
+    registered: Callable[[str], Path],
+) -> None:
+    repo = registered("locked")
+    config = yaml.safe_load((repo / "feature_store.yaml").read_text())
+    config["batch_engine"]["lock_timeout_s"] = 1
+    (repo / "feature_store.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    embeddings = repo / "data" / "embeddings.parquet"
+    before = embeddings.read_bytes()
+    with file_lock(embeddings, what="test"):
+        proc = feast(repo, "materialize-incremental", end_time(), check=False)
+    message = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"being written by another process (pid {os.getpid()}" in message, message
+    assert embeddings.read_bytes() == before
+    write_observation(
+        {
+            "case": "feast materialize while another writer holds the lock",
+            "path": "concurrency",
+            "expected": "exit != 0 naming the holder; table unchanged",
+            "observed": _line(message, "being written by another process"),
+            "stores_unchanged": True,
+            "ok": True,
+        }
+    )
+
+
+def _line(text: str, needle: str) -> str:
+    at = text.find(needle)
+    return " ".join(text[max(0, at - 60) : at + 120].split())
+
+
+# ---- index save ------------------------------------------------------------------------------
+
+_SAVER = """
+import sys, numpy as np
+from pathlib import Path
+from hear_features.index import IndexConfig, load, save
+folder, step = Path(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng()
+index, generation, _ = load(folder, IndexConfig(factory="Flat"))
+while True:
+    ids = np.arange(len(index), len(index) + step)
+    index.add(ids, rng.standard_normal((step, 512), dtype=np.float32))
+    save(index, folder, model_id="m", source_watermark=len(index))
+"""
+
+
+def test_sigkill_during_index_save(tmp_path: Path) -> None:
+    """A process keeps growing and saving an index; after each kill the last complete
+    generation (or, if the newest file is damaged, the one before) loads and verifies."""
+    rng = random.Random(3)
+    folder = tmp_path / "index"
+    n0, step = 40_000, 2_000
+    data = np.random.default_rng(0).standard_normal((n0, 512), dtype=np.float32)
+    save(
+        VectorIndex.build(np.arange(n0), data, IndexConfig(factory="Flat")),
+        folder,
+        model_id="m",
+        source_watermark=n0,
+    )
+    cmd = [sys.executable, "-c", _SAVER, str(folder), str(step)]
+    kills = []
+    counts = [n0]
+    for i in range(max(REPEATS, 4)):
+        delay = rng.uniform(1.5, 5.0)
+        kills.append(
+            run_and_kill(cmd, tmp_path, [folder], delay, "write" if i % 2 else "time", rng)
+        )
+        index, generation, _ = load(folder, IndexConfig(factory="Flat"))
+        assert len(index) == generation.count
+        assert (generation.count - n0) % step == 0
+        assert generation.count >= counts[-1]  # never goes back past a completed save
+        counts.append(generation.count)
+        # At most one generation file the manifest does not name (killed before the
+        # manifest was written), removed by the next save; no stray temp files pile up.
+        assert len(list(folder.glob("index-*.faiss"))) <= 3
+        assert len(list(folder.glob(".*.tmp"))) <= 1
+    observe(
+        "index save (FAISS file + manifest)",
+        kills,
+        f"the saved index loaded and verified after every kill ({counts[1:]} vectors)",
+        True,
+    )
+    assert any(k.killed for k in kills)
+
+
+def test_a_write_removes_temp_files_of_killed_writers_only(tmp_path: Path) -> None:
+    from hear_features.atomic import atomic_write_bytes
+
+    target = tmp_path / "table.parquet"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stray = tmp_path / f".table.parquet.{dead.stdout.strip()}.abc123.tmp"
+    live = tmp_path / f".table.parquet.{os.getpid()}.def456.tmp"
+    stray.write_bytes(b"half a table")
+    live.write_bytes(b"being written")
+    atomic_write_bytes(target, b"new table")
+    assert target.read_bytes() == b"new table"
+    assert not stray.exists() and live.exists()
