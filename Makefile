@@ -9,7 +9,7 @@ EXTRAS ?= cpu,dev
 comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: install demo test bench lint serve clean
+.PHONY: install demo test bench lint reliability serve clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "hear-features needs Python >= 3.11, found " + sys.version.split()[0]'
@@ -34,11 +34,18 @@ bench: install
 	$(BIN)/python bench/materialize.py
 	$(BIN)/python bench/index.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/soak.py
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy hear_features index
+	$(BIN)/mypy hear_features index api
+	$(BIN)/python scripts/audit_dependencies.py
+
+# Regenerates RELIABILITY.md: the bad-input corpus, the crash tests (10 kills per
+# scenario), a 3-minute soak and the dependency audit (about 10 minutes).
+reliability: install
+	$(BIN)/python scripts/reliability_report.py
 
 serve: install
 	$(BIN)/hear-features serve --repo $(or $(REPO),demo-output/feature_repo)
