@@ -20,6 +20,7 @@ import soundfile as sf
 from hear_features.api.launch import free_port, launch, stop
 
 from hear_features.synthetic import write_corpus
+from tests.bad_inputs import write_observation
 from tests.conftest import end_time, feast, make_repo, noise, register
 
 pytestmark = pytest.mark.slow
@@ -415,6 +416,16 @@ def test_index_swap_while_a_client_keeps_querying(server: Server, tmp_path: Path
     finally:
         done.set()
         thread.join(timeout=60)
+    write_observation(
+        {
+            "case": "API readers during feast materialize + index swap",
+            "path": "concurrency",
+            "expected": "zero failed requests; the new clip is found without a restart",
+            "observed": f"{count} requests, {len(failures)} failed; new clip found: {found}",
+            "stores_unchanged": None,
+            "ok": found and not failures and count > 20,
+        }
+    )
     assert found, "the server never picked up the new index"
     assert not failures, failures[:3]
     assert count > 20
