@@ -1,4 +1,8 @@
-"""FastAPI dependencies: the worker's state, and the API key check."""
+"""FastAPI dependencies: the worker's state, and the API key check.
+
+Both are ``async def`` although they do not await: FastAPI runs a plain ``def``
+dependency in its thread pool, which cost more than the rest of a vector search.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ class Unauthorized(HearFeaturesError):
     http_status = 401
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
     state: ServiceState | None = getattr(request.app.state, "service", None)
     if state is None or not state.ready:
         raise NotReady("the service is still loading its index and encoder")
@@ -25,7 +29,7 @@ class NotReady(HearFeaturesError):
     http_status = 503
 
 
-def require_api_key(
+async def require_api_key(
     request: Request,
     x_api_key: str | None = Header(default=None, description="The server's API key."),
 ) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import logging
 import threading
@@ -165,21 +166,19 @@ class ServiceState:
                 filters=to_feast(filters),
                 features=features,
                 threads=1,  # searches of concurrent requests run side by side
+                plain=True,
             )
         )
         return [[self._neighbour(h) for h in row] for row in hits]
 
     def _neighbour(self, hit: Hit) -> Neighbour:
-        values = {name: python_value(v) for name, v in hit.features.items()}
-        return Neighbour(
-            clip_id=self.clip_id_of(hit.key), score=hit.score, distance=hit.distance, **values
+        # Plain values straight from our own store: built without re-validation.
+        return Neighbour.model_construct(
+            clip_id=self.clip_id_of(hit.key), score=hit.score, distance=hit.distance, **hit.features
         )
 
     def clip_id_of(self, key: bytes) -> str:
-        proto = deserialize_entity_key(
-            key, entity_key_serialization_version=self.store.config.entity_key_serialization_version
-        )
-        return str(proto.entity_values[0].string_val)
+        return _clip_id(key, self.store.config.entity_key_serialization_version)
 
     async def clip(self, clip_id: str, include_embedding: bool) -> ClipResponse:
         key = EntityKeyProto(join_keys=["clip_id"], entity_values=[ValueProto(string_val=clip_id)])
@@ -278,6 +277,13 @@ def to_feast(filters: Filters | None) -> ComparisonFilter | CompoundFilter | Non
 
 
 _SCALARS = {"string_val", "double_val", "float_val", "int32_val", "int64_val", "bool_val"}
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _clip_id(key: bytes, version: int) -> str:
+    """The clip id in a serialized entity key (cached: hits repeat, parsing them does not)."""
+    proto = deserialize_entity_key(key, entity_key_serialization_version=version)
+    return str(proto.entity_values[0].string_val)
 
 
 def python_value(value: ValueProto) -> Any:

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from hear_features.api.dependencies import Authorized, get_state
 from hear_features.api.models import ClipResponse, SimilarResponse, error_responses
+from hear_features.api.responses import ModelResponse
 from hear_features.api.state import ServiceState
 
 router = APIRouter(prefix="/v1/clips", tags=["clips"], dependencies=[Authorized])
@@ -28,7 +29,9 @@ async def similar(
     clip_id: str,
     state: Annotated[ServiceState, Depends(get_state)],
     k: Annotated[int, Query(ge=1)] = 10,
-) -> SimilarResponse:
+) -> ModelResponse:
     """The stored clips nearest to a stored clip (itself excluded)."""
     results = await state.similar_to_clip(clip_id, k)
-    return SimilarResponse(clip_id=clip_id, model_id=state.store_model_id, results=results)
+    return ModelResponse(
+        SimilarResponse(clip_id=clip_id, model_id=state.store_model_id, results=results)
+    )

@@ -16,6 +16,7 @@ from hear_features.api.models import (
     WindowStrategy,
     error_responses,
 )
+from hear_features.api.responses import ModelResponse
 from hear_features.api.state import ServiceState
 
 router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[Authorized])
@@ -25,12 +26,12 @@ ERRORS = error_responses(401, 404, 409, 413, 422, 503)
 @router.post("/vector", response_model=VectorSearchResponse, responses=ERRORS)
 async def search_vector(
     body: VectorSearchRequest, state: Annotated[ServiceState, Depends(get_state)]
-) -> VectorSearchResponse:
+) -> ModelResponse:
     """The stored clips nearest to an embedding (cosine), with their metadata."""
     (results,) = await state.search(
         np.asarray([body.vector], np.float32), body.k, body.filters, body.include_embedding
     )
-    return VectorSearchResponse(model_id=state.store_model_id, results=results)
+    return ModelResponse(VectorSearchResponse(model_id=state.store_model_id, results=results))
 
 
 @router.post("/audio", response_model=AudioSearchResponse, responses=ERRORS)
@@ -44,7 +45,7 @@ async def search_audio(
     subject_id: Annotated[list[str] | None, Form()] = None,
     dataset: Annotated[list[str] | None, Form()] = None,
     device: Annotated[list[str] | None, Form()] = None,
-) -> AudioSearchResponse:
+) -> ModelResponse:
     """Embed an uploaded recording and find the stored clips most like it."""
     data = await file.read()
     filters = Filters(label=label, subject_id=subject_id, dataset=dataset, device=device)
@@ -57,9 +58,11 @@ async def search_audio(
         aggregation,
     )
     assert state.encoder is not None
-    return AudioSearchResponse(
-        model_id=state.encoder.model_id,
-        aggregation=aggregation,
-        windows=per_window,
-        recordings=recordings,
+    return ModelResponse(
+        AudioSearchResponse(
+            model_id=state.encoder.model_id,
+            aggregation=aggregation,
+            windows=per_window,
+            recordings=recordings,
+        )
     )

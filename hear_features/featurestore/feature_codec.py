@@ -18,8 +18,10 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 from feast.protos.feast.types.Value_pb2 import Map as MapProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.type_map import feast_value_type_to_python_type
 from feast.value_type import ValueType
 
 PREFIX = b"J"
@@ -101,6 +103,34 @@ def decode(blob: bytes, wanted: Iterable[str] | None = None) -> dict[str, ValueP
         else:
             out[name] = ValueProto(**{_FIELD_OF_TAG[tag]: value})
     return out
+
+
+def decode_plain(blob: bytes, wanted: Iterable[str] | None = None) -> dict[str, Any]:
+    """The stored features as plain Python values, for callers that would only convert
+    Feast values back (the HTTP API): no protobuf message is built for scalars."""
+    keep = set(wanted) if wanted else None
+    if not blob.startswith(PREFIX):
+        return {name: python_value(v) for name, v in decode(blob, keep).items()}
+    out: dict[str, Any] = {}
+    for name, (tag, value) in json.loads(blob[1:]).items():
+        if keep is not None and name not in keep:
+            continue
+        if tag == "p":
+            proto = ValueProto()
+            proto.ParseFromString(base64.b64decode(value))
+            out[name] = python_value(proto)
+        else:
+            out[name] = value  # "n" stores None
+    return out
+
+
+def python_value(value: ValueProto) -> Any:
+    """A Feast value as plain Python (lists as lists, a missing value as None)."""
+    kind = value.WhichOneof("val")
+    if kind is None:
+        return None
+    converted = feast_value_type_to_python_type(value)
+    return converted.tolist() if isinstance(converted, np.ndarray) else converted
 
 
 def attributes_of(features: dict[str, ValueProto]) -> list[Attribute]:

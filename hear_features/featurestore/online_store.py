@@ -83,7 +83,7 @@ class Hit:
     key: bytes
     distance: float
     score: float
-    features: dict[str, ValueProto]
+    features: dict[str, Any]  # Feast values; plain Python with search(plain=True)
     event_ts: dt.datetime
 
 
@@ -301,13 +301,15 @@ class HearOnlineStore(OnlineStore):
         features: list[str] | None = None,
         metric: str | None = None,
         threads: int | None = None,
+        plain: bool = False,
     ) -> list[list[Hit]]:
         """The ``k`` nearest stored entities of each query, nearest first, with features.
 
         The common core of Feast's v2 retrieval and the HTTP API. ``features`` None
         means all of them (the vector included); the vector is decoded only when asked
         for, because that costs more than the search itself. ``threads`` as in
-        :meth:`hear_features.index.VectorIndex.search` (servers pass 1).
+        :meth:`hear_features.index.VectorIndex.search` (servers pass 1). ``plain``
+        returns features as plain Python values rather than Feast ``Value`` messages.
         """
         vector = _vector_field(table)
         if vector is None:
@@ -332,7 +334,7 @@ class HearOnlineStore(OnlineStore):
         if result is None:
             return [[] for _ in q]
         ids = sorted({int(i) for i in result.ids.ravel() if i >= 0})
-        rows = online_tables.read_by_ids(conn, name, ids, vector.name, features)
+        rows = online_tables.read_by_ids(conn, name, ids, vector.name, features, plain=plain)
         answers: list[list[Hit]] = []
         for row_index in range(len(q)):
             hits = []
@@ -430,9 +432,21 @@ def _table_name(config: RepoConfig, view: FeatureView) -> str:
     return f"{config.project}_{view.name}".replace('"', "")
 
 
+_VECTOR_FIELDS: dict[int, tuple[FeatureView, Field | None]] = {}
+
+
 def _vector_field(view: FeatureView) -> Field | None:
+    """The view's indexed vector field. Cached per view object: Feast rebuilds the
+    schema (with an import and runtime type checks) on every call, on every search."""
+    cached = _VECTOR_FIELDS.get(id(view))
+    if cached is not None and cached[0] is view:
+        return cached[1]
     field = _get_feature_view_vector_field_metadata(view)
-    return field if field is not None and field.vector_index else None
+    found = field if field is not None and field.vector_index else None
+    if len(_VECTOR_FIELDS) > 256:
+        _VECTOR_FIELDS.clear()
+    _VECTOR_FIELDS[id(view)] = (view, found)
+    return found
 
 
 def _index_config(config: RepoConfig, view: FeatureView) -> IndexConfig:

@@ -23,7 +23,7 @@ import numpy as np
 from feast.protos.feast.types.Value_pb2 import FloatList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
-from hear_features.featurestore.feature_codec import Attribute, decode
+from hear_features.featurestore.feature_codec import Attribute, decode, decode_plain
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
@@ -47,7 +47,7 @@ class EntityRow:
 class StoredRow:
     id: int
     key: bytes
-    features: dict[str, ValueProto]
+    features: dict[str, Any]  # Feast values, or plain Python when read with plain=True
     event_ts: dt.datetime
 
 
@@ -228,10 +228,13 @@ def read_by_ids(
     ids: Sequence[int],
     vector_field: str | None,
     wanted: Sequence[str] | None = None,
+    *,
+    plain: bool = False,
 ) -> dict[int, StoredRow]:
     """Rows by id, with the ``wanted`` features (all when None). The vector, named
-    ``vector_field``, is decoded only when wanted: 512 floats cost more than a search."""
-    rows = _read(conn, table, "id", ids, vector_field, wanted)
+    ``vector_field``, is decoded only when wanted: 512 floats cost more than a search.
+    ``plain``: features as plain Python values instead of Feast ``Value`` messages."""
+    rows = _read(conn, table, "id", ids, vector_field, wanted, plain)
     return {row.id: row for row in rows}
 
 
@@ -242,6 +245,7 @@ def _read(
     values: Sequence[object],
     vector_field: str | None,
     wanted: Sequence[str] | None,
+    plain: bool = False,
 ) -> list[StoredRow]:
     found: list[StoredRow] = []
     if not values or not exists(conn, table):
@@ -255,9 +259,11 @@ def _read(
             chunk,
         )
         for row_id, key, blob, vector, event_ts in cursor:
-            features = decode(blob, wanted)
+            features = decode_plain(blob, wanted) if plain else decode(blob, wanted)
             if with_vector and vector is not None:
-                features[vector_field] = vector_value(vector)  # type: ignore[index]
+                features[vector_field] = (  # type: ignore[index]
+                    np.frombuffer(vector, np.float32).tolist() if plain else vector_value(vector)
+                )
             found.append(StoredRow(int(row_id), key, features, from_micros(event_ts)))
     return found
 
