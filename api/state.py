@@ -27,7 +27,7 @@ from feast.infra.key_encoding_utils import deserialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import feast_value_type_to_python_type
-from hear_features.api.batching import EncoderBatcher
+from hear_features.api.batching import EncoderBatcher, SearchBatcher
 from hear_features.api.metrics import Metrics
 from hear_features.api.models import (
     Aggregation,
@@ -85,6 +85,7 @@ class ServiceState:
         self.view: FeatureView = self.store.get_feature_view(EMBEDDINGS_VIEW)
         self.encoder: HearEncoder | None = None
         self.batcher: EncoderBatcher | None = None
+        self.searches = SearchBatcher(self._search_plain)
         self.index_vectors = 0
         self.ready = False
         self.detail: str | None = "starting"
@@ -106,6 +107,7 @@ class ServiceState:
                 on_batch=self.metrics.batch_size.observe,
             )
             self.batcher.start()
+        self.searches.start()
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
         self.ready = True
         self.detail = None
@@ -117,6 +119,7 @@ class ServiceState:
                 await self._refresher
         if self.batcher is not None:
             await self.batcher.stop()
+        await self.searches.stop()
 
     async def refresh(self) -> None:
         """Apply what other processes (``feast materialize``) wrote since the last look.
@@ -156,6 +159,9 @@ class ServiceState:
         self, vectors: np.ndarray, k: int, filters: Filters | None, include_embedding: bool = False
     ) -> list[list[Neighbour]]:
         self.check_k(k)
+        if filters is None and not include_embedding and len(vectors) == 1:
+            # The common case: one unfiltered query, batched with those arriving with it.
+            return [[self._neighbour(h) for h in await self.searches.nearest(vectors[0], k)]]
         features = NEIGHBOUR_FEATURES + (["embedding"] if include_embedding else [])
         hits = await self.run(
             lambda: self.online.search(
@@ -170,6 +176,17 @@ class ServiceState:
             )
         )
         return [[self._neighbour(h) for h in row] for row in hits]
+
+    def _search_plain(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        return self.online.search(
+            self.store.config,
+            self.view,
+            queries,
+            k,
+            features=NEIGHBOUR_FEATURES,
+            threads=1,
+            plain=True,
+        )
 
     def _neighbour(self, hit: Hit) -> Neighbour:
         # Plain values straight from our own store: built without re-validation.

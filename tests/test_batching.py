@@ -1,0 +1,63 @@
+"""The micro-batchers of the API: concurrent requests share calls, each gets its own answer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from hear_features.api.batching import SearchBatcher
+
+
+def brute_force(base: np.ndarray, calls: list[int]):  # type: ignore[no-untyped-def]
+    def search(queries: np.ndarray, k: int) -> list[list[int]]:
+        calls.append(len(queries))
+        order = np.argsort(-(queries @ base.T), axis=1)[:, :k]
+        return [row.tolist() for row in order]
+
+    return search
+
+
+def test_concurrent_searches_share_calls_and_get_their_own_k() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((500, 16)).astype(np.float32)
+    queries = rng.standard_normal((40, 16)).astype(np.float32)
+    ks = [1 + i % 7 for i in range(40)]
+    calls: list[int] = []
+    search = brute_force(base, calls)
+
+    async def main() -> list[list[int]]:
+        batcher = SearchBatcher(search, max_batch=16)
+        batcher.start()
+        try:
+            return await asyncio.gather(
+                *(batcher.nearest(q, k) for q, k in zip(queries, ks, strict=True))
+            )
+        finally:
+            await batcher.stop()
+
+    answers = asyncio.run(main())
+    expected = [search(q[None], k)[0] for q, k in zip(queries, ks, strict=True)]
+    assert answers == expected
+    batched = calls[: len(calls) - len(queries)]
+    assert sum(batched) == len(queries) and max(batched) > 1 and max(batched) <= 16
+
+
+def test_an_error_reaches_every_request_of_the_batch() -> None:
+    def broken(queries: np.ndarray, k: int) -> list[list[int]]:
+        raise ValueError("index went away")
+
+    async def main() -> list[object]:
+        batcher = SearchBatcher(broken)
+        batcher.start()
+        try:
+            vec = np.zeros(4, np.float32)
+            return await asyncio.gather(
+                *(batcher.nearest(vec, 3) for _ in range(5)), return_exceptions=True
+            )
+        finally:
+            await batcher.stop()
+
+    results = asyncio.run(main())
+    assert len(results) == 5
+    for result in results:
+        assert isinstance(result, ValueError) and "index went away" in str(result)
