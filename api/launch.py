@@ -10,8 +10,10 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -43,6 +45,9 @@ def launch(
     port = free_port()
     child_env = {k: v for k, v in os.environ.items() if k not in ("HEAR_MODEL", "HEAR_API_KEY")}
     child_env.update(env or {})
+    # The server's stderr goes to a file, never to a pipe: nobody reads a pipe while the
+    # server runs, and once its 64 KiB fill up, the worker writing a log line blocks.
+    log = tempfile.TemporaryFile(mode="w+", prefix="hear-serve-")  # noqa: SIM115 (outlives us)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -57,20 +62,24 @@ def launch(
         ],
         env=child_env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, process, timeout_s)
+        wait_ready(url, process, timeout_s, log)
     except ServerStartError:
         stop(process)
         raise
     return process, url
 
 
-def wait_ready(url: str, process: subprocess.Popen[str], timeout_s: float) -> None:
-    """Poll ``/readyz`` until it answers 200, the process exits, or time runs out."""
+def wait_ready(
+    url: str, process: subprocess.Popen[str], timeout_s: float, log: IO[str] | None = None
+) -> None:
+    """Poll ``/readyz`` until it answers 200, the process exits, or time runs out.
+
+    ``log``: the file the server's stderr goes to, quoted when it exits early."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -79,7 +88,12 @@ def wait_ready(url: str, process: subprocess.Popen[str], timeout_s: float) -> No
         except httpx.TransportError:
             pass
         if process.poll() is not None:
-            err = process.stderr.read() if process.stderr else ""
+            err = ""
+            if log is not None:
+                log.seek(0)
+                err = log.read()
+            elif process.stderr is not None:
+                err = process.stderr.read()
             raise ServerStartError(
                 f"the server exited with code {process.returncode}: {err[-2000:]}"
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -28,6 +29,9 @@ UPLOAD_PATHS = ("/v1/search/audio",)
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings.from_env()
+    # Feast's DuckDB path (through ibis) warns about a deprecated DuckDB call on every
+    # training-set request; a server must not write the same line thousands of times.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ibis(\.|$)")
     metrics = Metrics()
 
     @asynccontextmanager
