@@ -119,6 +119,19 @@ def case_folder(lab: Lab, name: str) -> Path:
     return folder
 
 
+def excerpt(message: str, expect: str) -> str:
+    """The line of ``message`` that matches ``expect`` (else its start), temp paths shortened."""
+    match = re.search(expect, message)
+    if match is None:
+        text = message
+    else:
+        start = message.rfind("\n", 0, match.start()) + 1
+        end = message.find("\n", match.end())
+        text = message[start : end if end >= 0 else len(message)]
+    text = re.sub(r"/tmp/pytest-of-[^/]+/pytest-[^/]+/", "<tmp>/", " ".join(text.split()))
+    return text[:300]
+
+
 def check_refusal(
     lab: Lab,
     before: dict[str, str],
@@ -132,7 +145,7 @@ def check_refusal(
 ) -> None:
     after = lab.snapshot()
     unchanged = after == before
-    observed = " ".join(message.split())[:300]
+    observed = excerpt(message, expect)
     write_observation(
         {
             "case": case,
@@ -368,7 +381,8 @@ def test_materialize_refuses_rows_it_must_not_read(lab: Lab) -> None:
 
 def _line_with(text: str, needle: str) -> str:
     at = text.find(needle)
-    return " ".join(text[max(0, at - 120) : at + 60].split()) if at >= 0 else text[-200:]
+    found = text[max(0, at - 120) : at + 60] if at >= 0 else text[-200:]
+    return re.sub(r"/tmp/pytest-of-[^/]+/pytest-[^/]+/", "<tmp>/", " ".join(found.split()))
 
 
 def feast_cases(store: FeatureStore, clip_id: str) -> list[tuple[str, object]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -61,6 +62,13 @@ def run_and_kill(
     ``trigger`` "time": after ``delay_s``. "write": a random 0-30 ms after a temporary
     file (``*.tmp*``) shows up in one of the ``watch`` folders, or at ``delay_s``.
     """
+
+    def temp_files() -> set[Path]:
+        return {
+            p for folder in watch if folder.exists() for p in folder.rglob("*") if ".tmp" in p.name
+        }
+
+    stale = temp_files()  # strays of earlier kills do not count as "writing has started"
     start = time.monotonic()
     proc = subprocess.Popen(
         cmd,
@@ -72,9 +80,7 @@ def run_and_kill(
     )
     deadline = start + delay_s
     while proc.poll() is None and time.monotonic() < deadline:
-        if trigger == "write" and any(
-            ".tmp" in p.name for folder in watch if folder.exists() for p in folder.rglob("*")
-        ):
+        if trigger == "write" and temp_files() - stale:
             time.sleep(rng.uniform(0, 0.03))
             break
         time.sleep(0.003 if trigger == "write" else 0.01)
@@ -354,8 +360,9 @@ def test_a_materialization_that_cannot_get_the_lock_stops_and_says_who_holds_it(
 
 
 def _line(text: str, needle: str) -> str:
-    at = text.find(needle)
-    return " ".join(text[max(0, at - 60) : at + 120].split())
+    """The line of ``text`` holding ``needle``, temp paths shortened."""
+    line = next((ln for ln in text.splitlines() if needle in ln), text[-300:])
+    return re.sub(r"/tmp/pytest-of-[^/]+/pytest-[^/]+/", "<tmp>/", " ".join(line.split()))[:400]
 
 
 # ---- index save ------------------------------------------------------------------------------
