@@ -270,7 +270,23 @@ def test_sigkill_during_materialize(registered: Callable[[str], Path]) -> None:
     repo = registered("victim")
     cmd = [str(FEAST), "materialize-incremental", end_time()]
     kills = []
-    for delay, trigger in schedule(rng, full_s):
+    for i, (delay, trigger) in enumerate(schedule(rng, full_s)):
+        if i and not kills[-1].killed:
+            # The last run finished everything: give the next one new work to be killed in.
+            extra = repo.parent / f"victim-extra-{i}"
+            write_recordings(extra, 8, 30.0, seed=100 + i)
+            timed(
+                [
+                    sys.executable,
+                    "-m",
+                    "hear_features",
+                    "register",
+                    "--repo",
+                    str(repo),
+                    str(extra),
+                ],
+                repo,
+            )
         kills.append(run_and_kill(cmd, repo, [repo / "data"], delay, trigger, rng))
         assert_consistent_after_kill(repo)
     feast(repo, "materialize-incremental", end_time())
