@@ -119,6 +119,18 @@ def write_recordings(folder: Path, n: int, seconds: float, seed: int) -> None:
         sf.write(folder / f"rec_{i:03d}.flac", x.astype(np.float32), sr)
 
 
+def register_cmd(repo: Path, *sources: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "hear_features",
+        "register",
+        "--repo",
+        str(repo),
+        *map(str, sources),
+    ]
+
+
 def registration_keys(repo: Path) -> list[tuple[str, object]]:
     t = pq.read_table(
         repo / "data" / "registrations.parquet", columns=["clip_id", "event_timestamp"]
@@ -173,36 +185,21 @@ def test_sigkill_during_register(tmp_path: Path, standin_dir: Path) -> None:
     write_recordings(tmp_path / "first", 4, 20.0, seed=1)
     write_recordings(tmp_path / "second", 10, 30.0, seed=2)
     repo = make_repo(tmp_path / "repo", standin_dir)
-    cli = [sys.executable, "-m", "hear_features", "register", "--repo", str(repo)]
-    timed([*cli, str(tmp_path / "first")], tmp_path)
+    second = register_cmd(repo, tmp_path / "second")
+    timed(register_cmd(repo, tmp_path / "first"), tmp_path)
     first = registration_keys(repo)
 
     reference = make_repo(tmp_path / "reference", standin_dir)
-    full_s = timed(
-        [
-            sys.executable,
-            "-m",
-            "hear_features",
-            "register",
-            "--repo",
-            str(reference),
-            str(tmp_path / "second"),
-        ],
-        tmp_path,
-    )
+    full_s = timed(register_cmd(reference, tmp_path / "second"), tmp_path)
     expected_new = len(registration_keys(reference))
 
     kills = []
     for delay, trigger in schedule(rng, full_s):
-        kills.append(
-            run_and_kill(
-                [*cli, str(tmp_path / "second")], tmp_path, [repo / "data"], delay, trigger, rng
-            )
-        )
+        kills.append(run_and_kill(second, tmp_path, [repo / "data"], delay, trigger, rng))
         keys = registration_keys(repo)  # the table reads after every kill
         assert len(keys) == len(set(keys))
         assert len(keys) in (len(first), len(first) + expected_new), len(keys)
-    timed([*cli, str(tmp_path / "second")], tmp_path)
+    timed(second, tmp_path)
     keys = registration_keys(repo)
     ok = len(keys) == len(set(keys)) == len(first) + expected_new
     observe(
@@ -229,15 +226,7 @@ def registered(
     def make(name: str) -> Path:
         repo = make_repo(root / name, standin_dir)
         proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "hear_features",
-                "register",
-                "--repo",
-                str(repo),
-                str(root / "audio"),
-            ],
+            register_cmd(repo, root / "audio"),
             capture_output=True,
             text=True,
             env=_env(),
@@ -275,18 +264,7 @@ def test_sigkill_during_materialize(registered: Callable[[str], Path]) -> None:
             # The last run finished everything: give the next one new work to be killed in.
             extra = repo.parent / f"victim-extra-{i}"
             write_recordings(extra, 8, 30.0, seed=100 + i)
-            timed(
-                [
-                    sys.executable,
-                    "-m",
-                    "hear_features",
-                    "register",
-                    "--repo",
-                    str(repo),
-                    str(extra),
-                ],
-                repo,
-            )
+            timed(register_cmd(repo, extra), repo)
         kills.append(run_and_kill(cmd, repo, [repo / "data"], delay, trigger, rng))
         assert_consistent_after_kill(repo)
     feast(repo, "materialize-incremental", end_time())
