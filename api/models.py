@@ -66,10 +66,10 @@ class VectorSearchRequest(BaseModel):
         return value
 
 
-class Neighbour(BaseModel):
+class StoredClip(BaseModel):
+    """What the store keeps about a clip, shared by search results and clip look-ups."""
+
     clip_id: str
-    score: float = Field(..., description="Cosine similarity (larger is closer).")
-    distance: float = Field(..., description="1 - cosine similarity (smaller is closer).")
     label: str | None = None
     subject_id: str | None = None
     dataset: str | None = None
@@ -78,6 +78,11 @@ class Neighbour(BaseModel):
     offset_s: float | None = None
     audio_uri: str | None = None
     embedding: list[float] | None = None
+
+
+class Neighbour(StoredClip):
+    score: float = Field(..., description="Cosine similarity (larger is closer).")
+    distance: float = Field(..., description="1 - cosine similarity (smaller is closer).")
 
 
 class VectorSearchResponse(BaseModel):
@@ -109,18 +114,9 @@ class AudioSearchResponse(BaseModel):
     recordings: list[RecordingMatch] | None = None
 
 
-class ClipResponse(BaseModel):
-    clip_id: str
+class ClipResponse(StoredClip):
     model_id: str | None = None
-    label: str | None = None
-    subject_id: str | None = None
-    dataset: str | None = None
-    device: str | None = None
-    recording_id: str | None = None
-    offset_s: float | None = None
-    audio_uri: str | None = None
     event_timestamp: dt.datetime | None = None
-    embedding: list[float] | None = None
 
 
 class SimilarResponse(BaseModel):
