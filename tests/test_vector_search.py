@@ -3,7 +3,6 @@ HearOnlineStore's FAISS index."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 from feast.filter_models import ComparisonFilter, CompoundFilter
+from hear_features.api.launch import free_port
 
 from hear_features.featurestore.repo import open_store
 from tests.conftest import FEAST, Workflow, end_time, feast, make_repo, noise, register
@@ -153,12 +153,6 @@ def test_a_reader_process_sees_writes_made_by_another_process(
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[-2:] == [new_id, "newcomer"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_feast_feature_server_answers_search_from_this_store(workflow: Workflow) -> None:
