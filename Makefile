@@ -1,42 +1,57 @@
 # hear-features: the two commands a newcomer needs are `make demo` and `make test`.
 # Both create .venv with the CPU extra on first use; later runs skip the install
-# unless pyproject.toml changed.
+# unless pyproject.toml changed. `make test` and `make bench` also install the ray
+# extra (the Ray executor is tested and measured); `make demo` does without it.
 
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 EXTRAS ?= cpu,dev
+TEST_EXTRAS ?= $(EXTRAS),ray
 comma  := ,
-STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+stamp   = $(VENV)/.installed-$(subst $(comma),-,$(1))
+STAMP  := $(call stamp,$(EXTRAS))
+TEST_STAMP := $(call stamp,$(TEST_EXTRAS))
 
-.PHONY: install demo test bench lint reliability serve clean
+.PHONY: install install-test demo test bench bench-gpu lint reliability serve clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "hear-features needs Python >= 3.11, found " + sys.version.split()[0]'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+$(STAMP) $(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[$(subst -,$(comma),$(patsubst $(VENV)/.installed-%,%,$@))]"
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
 install: $(STAMP)
 
+install-test: $(TEST_STAMP)
+
 demo: install
 	$(BIN)/hear-features demo
 
-test: install
+test: install-test
 	$(BIN)/python -m pytest
 
-bench: install
+bench: install-test
 	$(BIN)/python bench/embed.py
+	$(BIN)/python bench/encoder.py
 	$(BIN)/python bench/materialize.py
 	$(BIN)/python bench/index.py
+	$(BIN)/python bench/search.py
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/soak.py
+	$(BIN)/python bench/probe.py
+	$(BIN)/python bench/explorer.py
 
-lint: install
+# On a machine with an NVIDIA GPU: its own virtualenv with the gpu extra, then encoder
+# clips/s and faiss-gpu vs faiss-cpu at 1M vectors (under 8 minutes). See BENCHMARKS.md.
+bench-gpu:
+	scripts/bench_gpu.sh
+
+lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy hear_features index api

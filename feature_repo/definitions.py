@@ -9,16 +9,21 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from feast import Entity, FeatureView, Field, FileSource, RequestSource, ValueType
 from feast.data_format import ParquetFormat
 from feast.on_demand_feature_view import on_demand_feature_view
-from feast.types import Array, Float32, Float64, Int32, String
+from feast.types import Array, Bool, Float32, Float64, Int32, Int64, String
 
-DATA = Path(__file__).resolve().parent / "data"
+from hear_features import schema
+from hear_features.featurestore.config import declared_study_columns
+
+REPO = Path(__file__).resolve().parent
+DATA = REPO / "data"
 
 clip = Entity(
-    name="clip",
-    join_keys=["clip_id"],
+    name=schema.ENTITY,
+    join_keys=[schema.JOIN_KEY],
     value_type=ValueType.STRING,
     description="One 2 s window of a recording: <recording sha256[:16]>-<offset ms>.",
 )
@@ -34,31 +39,37 @@ def _parquet_source(name: str, file: str) -> FileSource:
     )
 
 
+_FEAST_TYPES = {
+    pa.string(): String,
+    pa.float64(): Float64,
+    pa.int32(): Int32,
+    pa.int64(): Int64,
+    pa.bool_(): Bool,
+}
+
+
+def _fields(columns: tuple[pa.Field, ...]) -> list[Field]:
+    """Feast fields for table columns of hear_features.schema (the join key is no feature)."""
+    return [
+        Field(name=c.name, dtype=_FEAST_TYPES[c.type]) for c in columns if c.name != schema.JOIN_KEY
+    ]
+
+
 #: Where a clip comes from and what it is: in both views, so search hits carry it.
-CLIP_FIELDS = [
-    Field(name="recording_id", dtype=String),
-    Field(name="subject_id", dtype=String),
-    Field(name="label", dtype=String),
-    Field(name="dataset", dtype=String),
-    Field(name="device", dtype=String),
-    Field(name="audio_uri", dtype=String),
-    Field(name="offset_s", dtype=Float64),
-]
+CLIP_FIELDS = _fields(schema.CLIP_FIELDS)
+#: The study's own metadata columns, declared in feature_store.yaml (batch_engine:
+#: study_columns): in both views too, so searches filter on them and training sets hold them.
+STUDY_FIELDS = _fields(declared_study_columns(REPO).fields)
 
 # ---- registrations: what `hear-features register` writes -----------------------------
 
 clip_registrations = _parquet_source("clip_registrations", "registrations.parquet")
 
 clip_metadata = FeatureView(
-    name="clip_metadata",
+    name=schema.REGISTRATIONS_VIEW,
     entities=[clip],
     ttl=timedelta(0),
-    schema=[
-        *CLIP_FIELDS,
-        Field(name="duration_s", dtype=Float64),
-        Field(name="sample_rate", dtype=Int32),
-        Field(name="content_hash", dtype=String),
-    ],
+    schema=[*CLIP_FIELDS, *_fields(schema.REGISTRATION_FIELDS), *STUDY_FIELDS],
     source=clip_registrations,
     online=True,
     description="Where each clip comes from and what it is labelled.",
@@ -69,7 +80,7 @@ clip_metadata = FeatureView(
 clip_embeddings = _parquet_source("clip_embeddings", "embeddings.parquet")
 
 cough_embeddings = FeatureView(
-    name="cough_embeddings",
+    name=schema.EMBEDDINGS_VIEW,
     entities=[clip],
     ttl=timedelta(0),
     schema=[
@@ -77,11 +88,12 @@ cough_embeddings = FeatureView(
             name="embedding",
             dtype=Array(Float32),
             vector_index=True,
-            vector_length=512,
+            vector_length=schema.EMBEDDING_DIM,
             vector_search_metric="COSINE",
         ),
         Field(name="model_id", dtype=String),
         *CLIP_FIELDS,
+        *STUDY_FIELDS,
     ],
     source=clip_embeddings,
     online=True,

@@ -52,6 +52,19 @@ def remove_strays(target: Path) -> list[Path]:
     return removed
 
 
+def remove_dead_strays(folder: Path) -> list[Path]:
+    """Delete every temporary file under ``folder`` (recursively) left by a writer that
+    was killed: they may hold copies of rows deleted since (``hear-features forget``)."""
+    removed = []
+    for stray in folder.rglob(".*.tmp") if folder.is_dir() else []:
+        parts = stray.name.rsplit(".", 3)  # [".<target>", pid, random, "tmp"]
+        if len(parts) == 4 and parts[1].isdigit() and not _alive(int(parts[1])):
+            with contextlib.suppress(FileNotFoundError):
+                stray.unlink()
+                removed.append(stray)
+    return removed
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

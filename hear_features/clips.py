@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -16,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from hear_features.audio import AudioLimits, WindowConfig, iter_windows
+from hear_features.audio.formats import is_audio_name, skipped_by_extension
 from hear_features.audio.sources import AudioSources, SourceRefused
 from hear_features.errors import AudioError
 
-#: File name endings that folder and glob discovery treat as audio.
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3"})
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,10 @@ def clip_id_for(recording_id: str, offset_s: float) -> str:
 def discover_audio(inputs: Iterable[str]) -> tuple[list[Path], list[SourceProblem]]:
     """Expand files, folders (recursively) and glob patterns into audio file paths.
 
+    Folders and globs keep the files whose ending is in
+    :data:`~hear_features.audio.formats.AUDIO_EXTENSIONS`; the other files they hold are
+    counted by ending and logged as a warning (``skipped 3 .txt, 1 .wma ...``), so nothing is
+    dropped unseen. A file named explicitly is always tried, whatever its ending.
     Folders are walked without following symbolic links to folders, so a link loop
     cannot trap the walk; files that are links are kept and checked when read.
     Inputs that match nothing are reported, not silently dropped.
@@ -84,23 +89,36 @@ def discover_audio(inputs: Iterable[str]) -> tuple[list[Path], list[SourceProble
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files = sorted(_walk_audio(path))
-            if not files:
-                problems.append(SourceProblem(item, "folder holds no .wav/.flac/.ogg/.mp3 files"))
-            for f in files:
-                add(f)
+            candidates = sorted(_walk_files(path))
         elif glob.has_magic(item):
-            matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
-            matches = [m for m in matches if m.suffix.lower() in AUDIO_EXTENSIONS and m.is_file()]
-            if not matches:
-                problems.append(SourceProblem(item, "pattern matches no audio files"))
-            for m in matches:
-                add(m)
+            candidates = sorted(Path(m) for m in glob.glob(item, recursive=True))
+            candidates = [m for m in candidates if m.is_file()]
         elif path.exists() or path.is_symlink():
             add(path)
+            continue
         else:
             problems.append(SourceProblem(item, "no such file or folder"))
+            continue
+        audio = [c for c in candidates if is_audio_name(c)]
+        skipped = _skipped_text(candidates)
+        if not audio:
+            what = "folder holds" if path.is_dir() else "pattern matches"
+            problems.append(
+                SourceProblem(item, f"{what} no audio files{f' ({skipped})' if skipped else ''}")
+            )
+        elif skipped:
+            log.warning("%s: %s", item, skipped)
+        for f in audio:
+            add(f)
     return found, problems
+
+
+def _skipped_text(candidates: list[Path]) -> str:
+    counts = skipped_by_extension(candidates)
+    if not counts:
+        return ""
+    listed = ", ".join(f"{n} {ending}" for ending, n in counts.items())
+    return f"skipped {listed} (not an audio file ending)"
 
 
 def allowed_paths(
@@ -119,11 +137,10 @@ def allowed_paths(
     return allowed, problems
 
 
-def _walk_audio(root: Path) -> Iterator[Path]:
+def _walk_files(root: Path) -> Iterator[Path]:
     for folder, _dirs, files in os.walk(root, followlinks=False):
         for name in files:
-            if Path(name).suffix.lower() in AUDIO_EXTENSIONS:
-                yield Path(folder) / name
+            yield Path(folder) / name
 
 
 def iter_clips(

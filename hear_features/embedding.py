@@ -16,9 +16,10 @@ from typing import Protocol
 
 import numpy as np
 
-from hear_features.audio import CLIP_SAMPLES, AudioLimits, WindowConfig
+from hear_features.audio import AudioLimits, WindowConfig
 from hear_features.clips import ClipRef, iter_clips
 from hear_features.errors import HearFeaturesError
+from hear_features.schema import CLIP_SAMPLES
 
 log = logging.getLogger(__name__)
 

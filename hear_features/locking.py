@@ -9,13 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from hear_features.errors import HearFeaturesError
-
-
-class LockTimeout(HearFeaturesError):
-    """Another process holds the lock for longer than we were willing to wait."""
-
-    http_status = 409
+from hear_features.errors import LockTimeout
 
 
 @contextlib.contextmanager

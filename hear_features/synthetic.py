@@ -117,37 +117,3 @@ def write_corpus(
         for item in items:
             writer.writerow([item.path.name, item.label, item.subject_id, "synthetic", "simulated"])
     return items
-
-
-def clustered_vectors(
-    n: int,
-    dim: int = 512,
-    *,
-    clusters: int = 200,
-    latent: int = 32,
-    spread: float = 1.0,
-    noise: float = 0.05,
-    seed: int = 0,
-) -> np.ndarray:
-    """``n`` float32 vectors shaped like an embedding collection.
-
-    Points are drawn around ``clusters`` centres in a ``latent``-dimensional space,
-    projected to ``dim`` dimensions, plus a little isotropic noise. Real embeddings sit
-    on such a low-dimensional, clustered manifold, which is what IVF indexes exploit;
-    isotropic Gaussian blobs in 512-d would be either trivially separable or pure noise.
-    Generated in chunks so that a million vectors fit comfortably in memory.
-    """
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, latent)).astype(np.float32)
-    projection = (rng.standard_normal((latent, dim)) / np.sqrt(latent)).astype(np.float32)
-    out = np.empty((n, dim), dtype=np.float32)
-    for start in range(0, n, 100_000):
-        stop = min(n, start + 100_000)
-        members = rng.integers(0, clusters, size=stop - start)
-        z = centres[members] + spread * rng.standard_normal((stop - start, latent)).astype(
-            np.float32
-        )
-        out[start:stop] = z @ projection + noise * rng.standard_normal((stop - start, dim)).astype(
-            np.float32
-        )
-    return out

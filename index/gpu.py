@@ -2,8 +2,9 @@
 
 The ``faiss-gpu`` and ``faiss-cpu`` wheels install the same ``faiss`` module; the GPU one
 imports fine on a machine without a GPU but never falls back by itself. So the choice
-is explicit: a GPU is used when the module has GPU support and sees a device, unless
-the configuration says ``never``; ``always`` without one is an error.
+is explicit, in the vocabulary of :mod:`hear_features.devices`: with ``device: auto`` a
+GPU is used when the module has GPU support and sees a device; ``cpu`` never uses one;
+``gpu`` without one is an error.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from hear_features.errors import DeviceError
+from hear_features.devices import wants_gpu
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +37,16 @@ def gpu_count(faiss: ModuleType) -> int:
 
 def choose_device(setting: str, n_gpus: int, has_gpu_build: bool) -> DeviceChoice:
     """Pure selection logic (tested on CPU machines)."""
-    if setting == "never":
-        return DeviceChoice(False, "use_gpu: never")
-    if n_gpus > 0:
-        return DeviceChoice(True, f"{n_gpus} GPU(s) visible to faiss")
     reason = (
         "faiss has no GPU support (faiss-cpu)" if not has_gpu_build else "no GPU visible to faiss"
     )
-    if setting == "always":
-        raise DeviceError(
-            f"use_gpu: always, but {reason}: install the `gpu` extra (faiss-gpu) on a machine "
-            "with an NVIDIA GPU, or set use_gpu: auto"
-        )
-    return DeviceChoice(False, reason)
+    missing = (
+        f"device: gpu, but {reason}: install the `gpu` extra (faiss-gpu) on a machine "
+        "with an NVIDIA GPU, or set device: auto"
+    )
+    if wants_gpu(setting, n_gpus, missing=missing):
+        return DeviceChoice(True, f"{n_gpus} GPU(s) visible to faiss")
+    return DeviceChoice(False, "device: cpu" if n_gpus > 0 else reason)
 
 
 def select_device(setting: str, faiss: ModuleType) -> DeviceChoice:

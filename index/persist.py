@@ -6,6 +6,17 @@ rename), then the manifest (same), then deletes generations older than the previ
 one. So a crash at any point leaves a manifest that names complete files, and a
 corrupt current file leaves the previous generation to fall back on.
 
+A compressed index also keeps its float32 vectors in ``vectors-<n>.f32`` (append-only,
+shared by the generations that use it; each generation names how many rows belong to
+it) and an id-to-row mapping in ``mapping-<n>.npy``. The vectors file is checked by
+size only (hashing gigabytes on every load would cost more than the load), the mapping
+by SHA-256.
+
+After data is deleted, ``save(..., keep_previous=False)`` writes the index as the only
+generation: the vectors file is rewritten with the live rows only, and every other
+index, vectors and mapping file of the folder is deleted, so no file keeps a removed
+vector.
+
 Loading checks the file against its size and SHA-256, and the index against the
 manifest (dimension, metric, count, a checksum of the ids) and against what the caller
 expects (model id, dimension, metric). Index files are only ever read from the folder
@@ -16,9 +27,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,21 +39,18 @@ from typing import Any
 import faiss
 import numpy as np
 from hear_features.index.config import IndexConfig, Metric
+from hear_features.index.raw_vectors import RawVectors
 from hear_features.index.vector_index import VectorIndex
 
 from hear_features.atomic import atomic_path, atomic_write_bytes
-from hear_features.errors import HearFeaturesError
+from hear_features.errors import IndexLoadError
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-
-
-class IndexLoadError(HearFeaturesError):
-    """An index file or manifest is missing, corrupt, or does not match what was asked for."""
-
-    http_status = 503
+#: The files a generation may name.
+_GENERATION_FILES = ("index-*.faiss", "vectors-*.f32", "mapping-*.npy")
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,10 @@ class Generation:
     kind: str
     nprobe: int | None
     created_at: str
+    raw_file: str | None = None  # float32 vectors of a compressed index, for re-ranking
+    raw_rows: int = 0
+    mapping_file: str | None = None
+    mapping_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,15 +122,21 @@ def save(
     model_id: str,
     source_watermark: int,
     extra: dict[str, Any] | None = None,
+    keep_previous: bool = True,
 ) -> Manifest:
-    """Write ``index`` as the new current generation of ``folder`` (atomically)."""
+    """Write ``index`` as the new current generation of ``folder`` (atomically).
+
+    ``keep_previous=False``: the new generation is the only one (after deletions; see
+    the module docstring).
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    old = read_manifest(folder) if (folder / MANIFEST).exists() else None
+    old = read_manifest(folder) if keep_previous and (folder / MANIFEST).exists() else None
     number = _next_generation(folder)
     target = folder / f"index-{number:06d}.faiss"
     with atomic_path(target) as tmp:
         faiss.write_index(index.index, str(tmp))
     digest, size = _file_digest(target)
+    raw = _save_raw_vectors(index, folder, number, compact=not keep_previous)
     generation = Generation(
         file=target.name,
         size=size,
@@ -127,6 +147,7 @@ def save(
         kind=index.kind,
         nprobe=index.nprobe,
         created_at=dt.datetime.now(dt.UTC).isoformat(),
+        **raw,
     )
     manifest = Manifest(
         format_version=FORMAT_VERSION,
@@ -138,11 +159,82 @@ def save(
         extra=dict(extra or {}),
     )
     atomic_write_bytes(folder / MANIFEST, manifest.to_json())
-    keep = {generation.file} | ({manifest.previous.file} if manifest.previous else set())
-    for stale in folder.glob("index-*.faiss"):
-        if stale.name not in keep:
-            stale.unlink(missing_ok=True)
+    keep = _files_of(generation) | (_files_of(manifest.previous) if manifest.previous else set())
+    for pattern in _GENERATION_FILES:
+        for stale in folder.glob(pattern):
+            if stale.name not in keep:
+                stale.unlink(missing_ok=True)
     return manifest
+
+
+def clear(folder: Path) -> None:
+    """Delete the saved index of ``folder`` (the manifest first, so a crash halfway
+    leaves files no manifest names, which the next save deletes)."""
+    (folder / MANIFEST).unlink(missing_ok=True)
+    for pattern in _GENERATION_FILES:
+        for path in folder.glob(pattern):
+            path.unlink(missing_ok=True)
+
+
+def _files_of(generation: Generation) -> set[str]:
+    names = {generation.file, generation.raw_file, generation.mapping_file}
+    return {name for name in names if name}
+
+
+def _save_raw_vectors(
+    index: VectorIndex, folder: Path, number: int, *, compact: bool = False
+) -> dict[str, Any]:
+    """Append the index's new raw vectors to its file in ``folder``; write the mapping.
+
+    ``compact``, or a vectors file that another process has compacted away meanwhile:
+    write the live rows to a new file instead of appending.
+    """
+    raw = index.raw_vectors
+    if raw is None:
+        return {}
+    if compact or (raw.path is not None and not raw.path.exists()):
+        raw.compact_to(folder / f"vectors-{number:06d}.f32")
+    elif raw.path is not None and raw.path.parent.resolve() != folder.resolve():
+        # Built elsewhere: the rows already on file move with the index.
+        moved = folder / f"vectors-{number:06d}.f32"
+        with atomic_path(moved) as tmp:
+            shutil.copyfile(raw.path, tmp)
+        raw.path = moved
+    path = raw.path or folder / f"vectors-{number:06d}.f32"
+    rows = raw.flush_to(path)
+    mapping = folder / f"mapping-{number:06d}.npy"
+    buffer = io.BytesIO()
+    np.save(buffer, np.stack([raw.sorted_ids, raw.sorted_rows]))
+    atomic_write_bytes(mapping, buffer.getvalue())
+    return {
+        "raw_file": path.name,
+        "raw_rows": rows,
+        "mapping_file": mapping.name,
+        "mapping_sha256": _file_digest(mapping)[0],
+    }
+
+
+def _load_raw_vectors(
+    folder: Path, generation: Generation, dim: int, verify: bool
+) -> RawVectors | None:
+    if generation.raw_file is None or generation.mapping_file is None:
+        return None
+    path, mapping = folder / generation.raw_file, folder / generation.mapping_file
+    need = generation.raw_rows * dim * 4
+    if not path.is_file() or path.stat().st_size < need:
+        raise IndexLoadError(
+            f"vectors file {path} is missing or shorter than the {generation.raw_rows} rows "
+            "its manifest lists"
+        )
+    if not mapping.is_file() or (verify and _file_digest(mapping)[0] != generation.mapping_sha256):
+        raise IndexLoadError(f"id mapping {mapping} is missing or does not match its checksum")
+    try:
+        ids, rows = np.load(mapping, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise IndexLoadError(f"id mapping {mapping} is unreadable: {exc}") from exc
+    if len(rows) and (rows.min() < 0 or rows.max() >= generation.raw_rows):
+        raise IndexLoadError(f"id mapping {mapping} points outside {path}")
+    return RawVectors(dim, path, generation.raw_rows, (ids.astype(np.int64), rows.astype(np.int64)))
 
 
 def load(
@@ -214,13 +306,14 @@ def _load_generation(
         )
     if verify and _file_digest(path)[0] != generation.sha256:
         raise IndexLoadError(f"index file {path} does not match its checksum (corrupt)")
-    mmap = config.mmap and generation.kind.startswith("IVF")
+    # A compressed index is small; its large part (the vectors file) is mapped anyway.
+    mmap = config.mmap and generation.kind.startswith("IVF") and generation.raw_file is None
     try:
         raw = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
     except RuntimeError as exc:
         raise IndexLoadError(f"index file {path} cannot be read by FAISS: {exc}") from exc
-    index = VectorIndex(raw, config, nprobe=generation.nprobe)
-    index.mmapped = mmap
+    vectors = _load_raw_vectors(folder, generation, manifest.dim, verify)
+    index = VectorIndex(raw, config, nprobe=generation.nprobe, mmapped=mmap, raw_vectors=vectors)
     if index.dim != manifest.dim or len(index) != generation.count:
         raise IndexLoadError(
             f"index file {path} holds {len(index)} vectors of dimension {index.dim}; "

@@ -36,6 +36,7 @@ def run_tests(log: Path, crash_repeats: int) -> int:
             "no:randomly",
             "tests/test_bad_input.py",
             "tests/test_crash.py",
+            "tests/test_security.py",
         ],
         cwd=ROOT,
         env=env,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from hear_features.audio.writers import write_audio
 from hear_features.synthetic import cough
 
 
@@ -30,6 +32,10 @@ class AudioCase:
     make: Callable[[Path], Path]
     expect: str | None  # regex of the refusal, None when the file must be accepted
     upload: bool = True  # also sent over HTTP (not for links or multi-hour files)
+    # For accepted files: the same sound in a plain WAV, which must give the same clip
+    # offsets and embeddings at least this close (cosine), so "accepted" means "right".
+    reference: Callable[[Path], Path] | None = None
+    min_cosine: float = 0.9999
 
 
 def _cough(sr: int = 16_000, seconds: float = 2.5, seed: int = 1) -> np.ndarray:
@@ -130,6 +136,100 @@ def _clipped_noise(folder: Path) -> Path:
     return path
 
 
+def _encoded(name: str, sr: int, stereo: bool = False, **kwargs: object) -> Callable[[Path], Path]:
+    """The corpus cough at ``sr``, encoded by ``name``'s ending (FFmpeg or libsndfile)."""
+
+    def make(folder: Path) -> Path:
+        x = _cough(sr)
+        return write_audio(folder / name, np.stack([x, x], 1) if stereo else x, sr, **kwargs)
+
+    return make
+
+
+def _reference(sr: int) -> Callable[[Path], Path]:
+    """The corpus cough at ``sr`` as a float WAV: what an accepted file must match."""
+
+    def make(folder: Path) -> Path:
+        path = folder / "reference.wav"
+        sf.write(path, _cough(sr), sr, subtype="FLOAT")
+        return path
+
+    return make
+
+
+def _wav_with_sizes(name: str, riff: int | None, data: int | None) -> Callable[[Path], Path]:
+    """The corpus cough as a float WAV whose RIFF/data size fields hold placeholders."""
+
+    def make(folder: Path) -> Path:
+        raw = bytearray(_wav_bytes(_cough(), 16_000, "FLOAT"))
+        at = raw.index(b"data")
+        if riff is not None:
+            raw[4:8] = riff.to_bytes(4, "little")
+        if data is not None:
+            raw[at + 4 : at + 8] = data.to_bytes(4, "little")
+        path = folder / name
+        path.write_bytes(bytes(raw))
+        return path
+
+    return make
+
+
+def _dc_shifted(name: str, x: Callable[[], np.ndarray], offset: float) -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        path = folder / name
+        sf.write(path, x() + np.float32(offset), 16_000, subtype="FLOAT")
+        return path
+
+    return make
+
+
+def _hiss_at(db: float) -> np.ndarray:
+    x = np.random.default_rng(9).standard_normal(16_000 * 6)
+    return (x * 10 ** (db / 20) / np.sqrt(np.mean(x**2))).astype(np.float32)
+
+
+def _quiet_word(folder: Path) -> Path:
+    """A 0.4 s voiced word at -45 dBFS RMS, 8 kHz (it measures -52 dBFS if padding counted)."""
+    sr = 8_000
+    t = np.arange(int(0.4 * sr)) / sr
+    x = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 8)) * np.hanning(len(t))
+    x = x * 10 ** (-45 / 20) / np.sqrt(np.mean(x**2))
+    path = folder / "quiet_digit.wav"
+    sf.write(path, x.astype(np.float32), sr, subtype="FLOAT")
+    return path
+
+
+def _cut(name: str, make_whole: Callable[[Path], Path], keep: float) -> Callable[[Path], Path]:
+    """A file made by ``make_whole`` with only its first ``keep`` fraction of bytes."""
+
+    def make(folder: Path) -> Path:
+        whole = make_whole(folder)
+        data = whole.read_bytes()
+        whole.unlink()
+        path = folder / name
+        path.write_bytes(data[: int(len(data) * keep)])
+        return path
+
+    return make
+
+
+def _video_only(folder: Path) -> Path:
+    """An MP4 holding one second of video and no audio stream."""
+    import av
+
+    path = folder / "screen_recording.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"  # type: ignore[union-attr]
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(
+                np.full((48, 64, 3), 20 * i, np.uint8), format="rgb24"
+            )
+            container.mux(stream.encode(frame))  # type: ignore[arg-type]
+        container.mux(stream.encode(None))  # type: ignore[union-attr]
+    return path
+
+
 _GOOD_WAV = _wav_bytes(_cough(), 16_000)
 _GOOD_FLAC = _wav_bytes(_cough(), 16_000, "PCM_16", "FLAC")
 
@@ -176,6 +276,82 @@ AUDIO_CASES: list[AudioCase] = [
     AudioCase("8 channels at 192 kHz (valid)", _many_channels, None),
     AudioCase("clipped full-scale noise (valid)", _clipped_noise, None),
     AudioCase("unicode and spaces in the path (valid)", _unicode_name, None),
+    # Recorded in the field: browser, phone and voice-recorder formats, streaming WAVs,
+    # quiet speakers and recorders with a DC offset. Each must give the clips (and, within
+    # the codec's loss, the embeddings) of the same sound in a plain WAV.
+    AudioCase(
+        "WebM/Opus as a browser's MediaRecorder writes it (valid)",
+        _encoded("browser.webm", 48_000),
+        None,
+        reference=_reference(48_000),
+        min_cosine=0.99,
+    ),
+    AudioCase(
+        "M4A/AAC stereo as a phone records it (valid)",
+        _encoded("phone.m4a", 44_100, stereo=True),
+        None,
+        reference=_reference(44_100),
+        min_cosine=0.99,
+    ),
+    AudioCase(
+        "AMR-NB voice recording, 8 kHz (valid)",
+        _encoded("voice.amr", 8_000),
+        None,
+        reference=_reference(8_000),
+        min_cosine=0.97,
+    ),
+    AudioCase(
+        "WAV with RIFF and data sizes 0x7FFFFFFF (valid)",
+        _wav_with_sizes("recorder_7fff.wav", 0x7FFFFFFF, 0x7FFFFFFF),
+        None,
+        reference=_reference(16_000),
+    ),
+    AudioCase(
+        "WAV with data size 0, samples present (valid)",
+        _wav_with_sizes("recorder_zero.wav", None, 0),
+        None,
+        reference=_reference(16_000),
+    ),
+    AudioCase(
+        "WAV with sizes 0xFFFFFFFF (valid)",
+        _wav_with_sizes("recorder_ffff.wav", 0xFFFFFFFF, 0xFFFFFFFF),
+        None,
+        reference=_reference(16_000),
+    ),
+    AudioCase("0.4 s word at -45 dBFS RMS (valid)", _quiet_word, None),
+    AudioCase(
+        "cough on a +0.05 DC offset (valid)",
+        _dc_shifted("dc_cough.wav", _cough, 0.05),
+        None,
+        reference=_reference(16_000),
+    ),
+    # ... and what must still be refused.
+    AudioCase(
+        "near-silence (-70 dBFS) on a +0.05 DC offset",
+        _dc_shifted("dc_hiss.wav", lambda: _hiss_at(-70.0), 0.05),
+        r"silent|no window (above|louder)",
+    ),
+    AudioCase(
+        "M4A cut in half (no index)",
+        _cut("half.m4a", _encoded("whole.m4a", 44_100), 0.5),
+        r"not a readable audio file",
+    ),
+    AudioCase(
+        "MP3 cut in half (its header still declares the whole length)",
+        _cut("half.mp3", _encoded("whole.mp3", 44_100), 0.5),
+        r"is truncated",
+    ),
+    AudioCase(
+        "raw AAC stream cut off",
+        _cut("cut.aac", _encoded("whole.aac", 16_000), 0.6),
+        r"cannot be decoded after",
+    ),
+    AudioCase("MP4 with video and no audio", _video_only, r"no audio stream"),
+    AudioCase(
+        "text renamed .webm",
+        _file("notes.webm", b"patient 17: coughing since Tuesday\n" * 40),
+        r"not a readable audio file",
+    ),
 ]
 
 
@@ -203,6 +379,11 @@ def _relative_escape(folder: Path, good: Path, outside: Path) -> str:
 
 
 MANIFEST_CASES: list[ManifestCase] = [
+    ManifestCase(
+        "manifest with a study column the repository does not declare",
+        _manifest("undeclared.csv", lambda f, g, o: f"path,label,smoker\n{g.name},cough,yes\n"),
+        r"column\(s\) smoker that the feature repository does not declare",
+    ),
     ManifestCase(
         "manifest without a path column",
         _manifest("no_path.csv", lambda f, g, o: f"file,label\n{g.name},cough\n"),
@@ -342,6 +523,37 @@ def request_cases(known_clip: str, dim: int = 512) -> list[RequestCase]:
         RequestCase(
             "k huge on /similar", "GET", f"/v1/clips/{known_clip}/similar?k=99999999", 422, r"k"
         ),
+        RequestCase(
+            "filter on a field the store does not have",
+            "POST",
+            "/v1/search/vector",
+            422,
+            r"unknown filter field 'gendre'.*filterable fields: .*label",
+            json={"vector": good, "k": 5, "filters": {"gendre": "f"}},
+        ),
+        RequestCase(
+            "filter on an unknown field of /similar",
+            "GET",
+            f"/v1/clips/{known_clip}/similar?k=3&gendre=f",
+            422,
+            r"unknown filter field 'gendre'",
+        ),
+        RequestCase(
+            "zero query vector",
+            "POST",
+            "/v1/search/vector",
+            422,
+            r"no direction",
+            json={"vector": [0.0] * dim, "k": 5},
+        ),
+        RequestCase(
+            "overflowing query vector [1e30]*512",
+            "POST",
+            "/v1/search/vector",
+            422,
+            r"overflows float32",
+            json={"vector": [1e30] * dim, "k": 5},
+        ),
         RequestCase("unknown clip id", "GET", "/v1/clips/not-a-clip", 404, r"not-a-clip"),
         RequestCase(
             "unknown clip id on /similar", "GET", "/v1/clips/nope-0/similar?k=3", 404, r"nope-0"
@@ -396,7 +608,184 @@ def request_cases(known_clip: str, dim: int = 512) -> list[RequestCase]:
             r"too large|limit",
             files={"file": ("big.wav", b"\0" * (12 * 1024 * 1024), "audio/wav")},
         ),
+        # Found by the security review (issue 13): each answered 500 before.
+        RequestCase(
+            "filter list of 501 values",
+            "POST",
+            "/v1/search/vector",
+            422,
+            r"filters\.label: .*at most 100 items",
+            json={"vector": good, "filters": {"label": [f"v{i}" for i in range(501)]}},
+        ),
+        RequestCase(
+            "empty filter list",
+            "POST",
+            "/v1/search/vector",
+            422,
+            r"filters\.label: .*at least 1 item",
+            json={"vector": good, "filters": {"label": []}},
+        ),
+        RequestCase(
+            "lone UTF-16 surrogate in a filter",
+            "POST",
+            "/v1/search/vector",
+            422,
+            r"filters\.label.*unicode",
+            content=_with_surrogate({"vector": good, "filters": {"label": "SURROGATE"}}),
+            headers={"content-type": "application/json"},
+        ),
+        RequestCase(
+            "lone UTF-16 surrogate in a seed",
+            "POST",
+            "/v1/training-set",
+            422,
+            r"seeds\.0.*unicode",
+            content=_with_surrogate({"seeds": ["SURROGATE"]}),
+            headers={"content-type": "application/json"},
+        ),
+        RequestCase(
+            "lone UTF-16 surrogate in an extra column",
+            "POST",
+            "/v1/training-set",
+            422,
+            r"entities\.0.*surrogate",
+            content=_with_surrogate({"entities": [_row(known_clip, fold="SURROGATE")]}),
+            headers={"content-type": "application/json"},
+        ),
+        RequestCase(
+            "training-set extra column that is empty in every row",
+            "POST",
+            "/v1/training-set",
+            422,
+            r"extra column 'fold' has no value in any row",
+            json={"entities": [_row(known_clip, fold=None)]},
+        ),
+        RequestCase(
+            "training-set extra column named like a built-in in another case",
+            "POST",
+            "/v1/training-set",
+            422,
+            r"extra column 'Clip_ID' clashes with built-in column 'clip_id'",
+            json={"entities": [_row(known_clip, Clip_ID="x")]},
+        ),
+        RequestCase(
+            "training-set extra column holding an object",
+            "POST",
+            "/v1/training-set",
+            422,
+            r"extra column 'fold' must hold text, a number, a boolean or null, not dict",
+            json={"entities": [_row(known_clip, fold={"a": 1})]},
+        ),
+        RequestCase(
+            "training-set extra column of mixed types",
+            "POST",
+            "/v1/training-set",
+            422,
+            r"extra column 'fold' mixes float and str values \(entity row 2\)",
+            json={"entities": [_row(known_clip, fold=1), _row(known_clip, fold="a")]},
+        ),
+        RequestCase(
+            "training-set timestamp in the year 1",
+            "POST",
+            "/v1/training-set",
+            422,
+            r"event_timestamp 0001-01-01T00:00:00\+00:00 is outside the years 1678 to 2261",
+            json={"entities": [{"clip_id": known_clip, "event_timestamp": "0001-01-01"}]},
+        ),
+        RequestCase(
+            "training-set timestamp that is before the year 1 in UTC",
+            "POST",
+            "/v1/training-set",
+            422,
+            r"'0001-01-01T00:00:00\+05:00' is outside the years 1 to 9999 once converted to UTC",
+            json={"entities": [_row(known_clip, event_timestamp="0001-01-01T00:00:00+05:00")]},
+        ),
+        RequestCase(
+            "training-set timestamp with a UTC offset of 99 hours",
+            "POST",
+            "/v1/training-set",
+            422,
+            r"is not an ISO 8601 date/time \(its UTC offset must be between -23:59 and \+23:59\)",
+            json={"entities": [_row(known_clip, event_timestamp="2030-01-01T00:00:00+99:00")]},
+        ),
+        RequestCase(
+            "training-set extra column holding an integer beyond 64 bits",
+            "POST",
+            "/v1/training-set",
+            422,
+            r"extra column 'fold' holds an integer that does not fit in 64 bits",
+            json={"entities": [_row(known_clip, fold=10**30)]},
+        ),
+        RequestCase(
+            "training-set extra column holding NaN",
+            "POST",
+            "/v1/training-set",
+            422,
+            r"extra column 'fold' holds NaN or infinity",
+            content=json.dumps({"entities": [_row(known_clip, fold=float("nan"))]}).encode(),
+            headers={"content-type": "application/json"},
+        ),
+        RequestCase(
+            "JSON nested 100,000 levels deep",
+            "POST",
+            "/v1/search/vector",
+            422,
+            r"body: JSON nested too deeply to read",
+            content=b'{"vector": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            headers={"content-type": "application/json"},
+        ),
+        RequestCase(
+            "JSON number of 5,000 digits",
+            "POST",
+            "/v1/search/vector",
+            422,
+            r"body: a number in the JSON has more than 4300 digits",
+            content=b'{"vector": [0.1], "k": ' + b"9" * 5000 + b"}",
+            headers={"content-type": "application/json"},
+        ),
+        RequestCase(
+            "JSON body that is not UTF-8",
+            "POST",
+            "/v1/search/vector",
+            422,
+            r"body: not UTF-8 text",
+            content=b'{"vector": "\xff"}',
+            headers={"content-type": "application/json"},
+        ),
+        RequestCase(
+            "decode bomb: FLAC declaring 8 channels x 655 kHz x 590 s",
+            "POST",
+            "/v1/search/audio",
+            422,
+            r"needs 3093\.3 million samples decoded .*the limit is",
+            files={"file": ("bomb.flac", flac_bomb(), "audio/flac")},
+        ),
     ]
+
+
+def _row(clip_id: str, **extra: object) -> dict[str, object]:
+    return {"clip_id": clip_id, "event_timestamp": "2030-01-01T00:00:00Z", **extra}
+
+
+def _with_surrogate(body: object) -> bytes:
+    """``body`` as JSON with every "SURROGATE" replaced by a lone UTF-16 surrogate escape
+    (valid JSON syntax that no UTF-8 text can hold)."""
+    return json.dumps(body).replace("SURROGATE", "\\ud800").encode()
+
+
+def flac_bomb(seconds: float = 590.0, sample_rate: int = 655_350, channels: int = 8) -> bytes:
+    """A 3 KB FLAC whose header declares ``channels`` x ``sample_rate`` x ``seconds`` (the
+    review's decode bomb: 3 billion samples). Its frames hold 0.1 s of silence; the
+    STREAMINFO total-samples field is set to the declared length, so a server that
+    trusted it would decode for minutes."""
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros((sample_rate // 10, channels), np.float32), sample_rate, format="FLAC")
+    data = bytearray(buf.getvalue())
+    # STREAMINFO starts at byte 8; its 64 bits at 18..26 end in the 36-bit sample count.
+    (word,) = struct.unpack(">Q", data[18:26])
+    total = round(seconds * sample_rate)
+    data[18:26] = struct.pack(">Q", (word & ~((1 << 36) - 1)) | total)
+    return bytes(data)
 
 
 def write_observation(record: dict[str, object]) -> None:

@@ -153,6 +153,7 @@ class Workflow:
     late: Path  # recording first registered at T3
     first: str  # output of the first materialize
     second: str  # output of the second
+    stderr: str = ""  # what `feast apply` and both materializations wrote to stderr
 
 
 @pytest.fixture(scope="session")
@@ -176,7 +177,10 @@ def workflow(tmp_path_factory: pytest.TempPathFactory, standin_dir: Path) -> Wor
     sf.write(late, cough(np.random.default_rng(42), 16_000, subject=1).astype(np.float32), 16_000)
     register(repo, str(late), "--label", "cough", "--subject", "subject-9", "--timestamp", iso(T3))
 
-    feast(repo, "apply")
-    first = feast(repo, "materialize-incremental", end_time()).stdout
-    second = feast(repo, "materialize-incremental", end_time()).stdout
-    return Workflow(repo, corpus, str(changed.path), late, first, second)
+    runs = [
+        feast(repo, "apply"),
+        feast(repo, "materialize-incremental", end_time()),
+        feast(repo, "materialize-incremental", end_time()),
+    ]
+    stderr = "".join(run.stderr for run in runs)
+    return Workflow(repo, corpus, str(changed.path), late, runs[1].stdout, runs[2].stdout, stderr)

@@ -17,11 +17,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from hear_features.api.launch import free_port, launch, stop
 
+from hear_features.audio.writers import write_audio
 from hear_features.synthetic import write_corpus
 from tests.bad_inputs import write_observation
 from tests.conftest import end_time, feast, make_repo, noise, register
+from tests.support.launch import free_port, launch, stop
 
 pytestmark = pytest.mark.slow
 
@@ -54,9 +55,14 @@ def api_repo(tmp_path_factory: pytest.TempPathFactory, standin_dir: Path) -> Pat
     return repo
 
 
+#: This module tests what the endpoints do, so its key-less server lets the anonymous reader
+#: see every field; what each role sees by default is tests/test_security.py's subject.
+SEE_ALL = {"HEAR_API_READ_SEES": '["subject_id", "metadata", "embedding", "path"]'}
+
+
 @pytest.fixture(scope="module")
 def server(api_repo: Path) -> Iterator[Server]:
-    srv = start_server(api_repo, "--max-upload-mb", "1", "--max-audio-s", "30")
+    srv = start_server(api_repo, "--max-upload-mb", "1", "--max-audio-s", "30", env=SEE_ALL)
     yield srv
     stop(srv.process)
 
@@ -78,9 +84,10 @@ def wav_bytes(x: np.ndarray, sr: int, fmt: str = "WAV", subtype: str | None = No
 def test_health_ready_and_metrics(server: Server) -> None:
     with server.client() as c:
         assert c.get("/healthz").json() == {"status": "ok"}
-        ready = c.get("/readyz").json()
-        assert ready["ready"] and ready["index_vectors"] == len(stored(server.repo))
-        assert ready["model_id"] == "hear-features/standin@v1-seed0"
+        assert c.get("/readyz").json() == {"ready": True}
+        status = c.get("/v1/status").json()
+        assert status["ready"] and status["index_vectors"] == len(stored(server.repo))
+        assert status["model_id"] == "hear-features/standin@v1-seed0"
         c.get("/v1/clips/does-not-exist")
         text = c.get("/metrics").text
         assert 'hear_requests_total{method="GET",route="/v1/clips/{clip_id}",status="404"}' in text
@@ -103,7 +110,8 @@ def test_vector_search_returns_exact_neighbours_with_metadata(server: Server) ->
     for r in body["results"]:
         assert (
             r["label"] == truth[r["clip_id"]]["label"]
-            and r["audio_uri"] == truth[r["clip_id"]]["audio_uri"]
+            and r["recording_id"] == truth[r["clip_id"]]["recording_id"]
+            and "audio_uri" not in r  # never a server path
         )
         assert r["distance"] == pytest.approx(1 - r["score"], abs=1e-6)
     assert body["model_id"] == "hear-features/standin@v1-seed0"
@@ -130,33 +138,48 @@ def test_vector_search_filters(server: Server) -> None:
 
 
 @pytest.mark.parametrize(
-    ("fmt", "subtype", "sr"),
+    ("ending", "sr"),
     [
-        ("WAV", "PCM_16", 16_000),
-        ("FLAC", None, 44_100),
-        ("OGG", "VORBIS", 48_000),
-        ("MP3", None, 22_050),
+        (".wav", 16_000),
+        (".flac", 44_100),
+        (".ogg", 48_000),
+        (".mp3", 22_050),
+        (".webm", 48_000),  # Opus, as a browser's MediaRecorder sends it
+        (".m4a", 44_100),  # AAC, as a phone records it
     ],
 )
 def test_audio_search_finds_the_uploaded_recording(
-    server: Server, fmt: str, subtype: str | None, sr: int
+    server: Server, tmp_path: Path, ending: str, sr: int
 ) -> None:
     truth = stored(server.repo)
     source = next(r["audio_uri"] for r in truth.values() if r["label"] == "speech")
     x, file_sr = sf.read(source, dtype="float32")
     import soxr
 
-    data = wav_bytes(soxr.resample(x, file_sr, sr), sr, fmt, subtype)
+    data = write_audio(tmp_path / f"query{ending}", soxr.resample(x, file_sr, sr), sr).read_bytes()
     with server.client() as c:
         reply = c.post(
             "/v1/search/audio",
-            files={"file": (f"query.{fmt.lower()}", data)},
+            files={"file": (f"query{ending}", data)},
             data={"k": "3", "aggregation": "recording"},
         )
     assert reply.status_code == 200, reply.text
     best = reply.json()["recordings"][0]
-    assert best["audio_uri"] == source
+    assert best["recording_id"] == next(
+        r["recording_id"] for r in truth.values() if r["audio_uri"] == source
+    )
     assert best["distance"] < 0.05
+
+
+def test_upload_errors_name_the_uploaded_file(server: Server) -> None:
+    with server.client() as c:
+        reply = c.post(
+            "/v1/search/audio", files={"file": ("ward 3 cough.m4a", b"not audio at all" * 20)}
+        )
+    assert reply.status_code == 422, reply.text
+    message = reply.json()["error"]["message"]
+    assert message.startswith("ward 3 cough.m4a: not a readable audio file")
+    assert "BytesIO" not in message and "0x" not in message
 
 
 def test_audio_search_per_window_and_strongest_event(server: Server) -> None:
@@ -182,7 +205,7 @@ def test_clip_lookup_and_similar(server: Server) -> None:
         plain = c.get(f"/v1/clips/{clip_id}").json()
         full = c.get(f"/v1/clips/{clip_id}", params={"include_embedding": "true"}).json()
         similar = c.get(f"/v1/clips/{clip_id}/similar", params={"k": 3}).json()
-    assert plain["label"] == row["label"] and plain["embedding"] is None
+    assert plain["label"] == row["label"] and "embedding" not in plain
     np.testing.assert_allclose(full["embedding"], row["embedding"], atol=1e-6)
     assert len(similar["results"]) == 3 and clip_id not in [
         r["clip_id"] for r in similar["results"]
@@ -229,12 +252,31 @@ def test_bad_inputs_get_clear_4xx_json(server: Server) -> None:
         ("post", "/v1/search/vector", {"json": {"vector": [0.1] * 3}}, 422, "must have 512 values"),
         ("post", "/v1/search/vector", {"json": {"vector": [0.1] * 512, "k": 0}}, 422, "k"),
         ("post", "/v1/search/vector", {"json": {"vector": [0.1] * 512, "k": -3}}, 422, "k"),
+        # JSON bodies are strict: a boolean or a numeric string is no k
+        ("post", "/v1/search/vector", {"json": {"vector": [0.1] * 512, "k": True}}, 422, "k"),
+        ("post", "/v1/search/vector", {"json": {"vector": [0.1] * 512, "k": "5"}}, 422, "k"),
+        ("post", "/v1/training-set", {"json": {"seeds": ["x"], "k": True}}, 422, "k"),
+        (
+            "post",
+            "/v1/search/vector",
+            {"json": {"vector": [0.1] * 512, "include_embedding": "yes"}},
+            422,
+            "include_embedding",
+        ),
+        # form fields arrive as text: numbers parse, booleans do not
+        (
+            "post",
+            "/v1/search/audio",
+            {"files": {"file": ("q", b"")}, "data": {"k": "true"}},
+            422,
+            "k",
+        ),
         (
             "post",
             "/v1/search/vector",
             {"json": {"vector": [0.1] * 512, "k": 10**9}},
             422,
-            "k must be between 1 and 1000",
+            "k must be between 1 and 100 for this key (role read)",
         ),
         (
             "post",
@@ -377,6 +419,29 @@ def test_public_bind_without_a_key_is_refused(api_repo: Path) -> None:
     )
     assert proc.returncode == 1
     assert "refusing to serve on 0.0.0.0 without an API key" in proc.stderr
+
+
+def test_serve_says_ready_only_once_readyz_answers(api_repo: Path, tmp_path: Path) -> None:
+    """`serve` says "starting" at once and "ready" only when the port answers /readyz with
+    200 (it used to say "serving" minutes before a loaded machine accepted connections)."""
+    port = free_port()
+    out = tmp_path / "serve.out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HEAR_API", "HEAR_MODEL"))}
+    command = [sys.executable, "-m", "hear_features", "serve", "--repo", str(api_repo)]
+    with out.open("w") as sink:
+        process = subprocess.Popen([*command, "--port", str(port)], stdout=sink, env=env)
+    try:
+        deadline = time.monotonic() + 180
+        while "ready:" not in out.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, out.read_text()
+            time.sleep(0.05)
+        reply = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        assert reply.status_code == 200 and reply.json()["ready"] is True
+    finally:
+        stop(process)  # type: ignore[arg-type]
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("starting: ") and f"http://127.0.0.1:{port}" in lines[0]
+    assert lines[1].startswith("ready: serving ") and f"http://127.0.0.1:{port}" in lines[1]
 
 
 def test_index_swap_while_a_client_keeps_querying(server: Server, tmp_path: Path) -> None:

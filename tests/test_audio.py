@@ -14,6 +14,7 @@ from hear_features.audio import (
     SAMPLE_RATE,
     AudioLimits,
     WindowConfig,
+    clip_from_samples,
     iter_blocks,
     iter_windows,
     pick_events,
@@ -22,6 +23,7 @@ from hear_features.audio import (
 )
 from hear_features.audio.windows import fixed_windows, frame_levels
 from hear_features.errors import AudioError
+from hear_features.synthetic import cough
 from tests.conftest import WriteAudio, noise, tone
 
 
@@ -258,3 +260,107 @@ def test_symlink_loop_is_reported(tmp_path: Path) -> None:
     with pytest.raises(AudioError, match="symbolic links") as info:
         probe(a)
     assert str(a) in str(info.value)
+
+
+# ---- levels on the real, DC-free signal ----------------------------------------------
+
+
+def at_dbfs(x: np.ndarray, db: float) -> np.ndarray:
+    """``x`` scaled to an RMS level of ``db`` dBFS."""
+    return (x * 10 ** (db / 20) / np.sqrt(np.mean(np.square(x, dtype=np.float64)))).astype(
+        np.float32
+    )
+
+
+def spoken_word(sr: int, seconds: float = 0.4, seed: int = 4) -> np.ndarray:
+    """A voiced, word-like burst: harmonics under a smooth envelope."""
+    t = np.arange(round(seconds * sr)) / sr
+    rng = np.random.default_rng(seed)
+    x = sum(np.sin(2 * np.pi * 140 * k * t + rng.uniform(0, 6)) / k for k in range(1, 8))
+    return np.asarray(x * np.hanning(len(t)))
+
+
+def test_a_quiet_short_word_is_measured_on_its_own_samples(write_audio: WriteAudio) -> None:
+    # 0.4 s at -45 dBFS: -52 dBFS if the 1.6 s of zero padding were counted.
+    path = write_audio("digit.wav", at_dbfs(spoken_word(8_000), -45.0), 8_000, "FLOAT")
+    windows = list(iter_windows(path))
+    assert [w.offset_s for w in windows] == [0.0]
+    assert windows[0].length == pytest.approx(0.4 * SAMPLE_RATE, abs=2)
+    assert windows[0].rms_db == pytest.approx(-45.0, abs=0.3)
+    assert not windows[0].samples[windows[0].length :].any()  # padding stays zero
+
+
+def test_padding_does_not_dilute_the_level_of_a_tail_window(write_audio: WriteAudio) -> None:
+    x = at_dbfs(noise(2.6, 16_000, seed=2), -30.0)
+    windows = list(iter_windows(write_audio("tail.wav", x, 16_000, "FLOAT")))
+    assert [w.offset_s for w in windows] == [0.0, 1.8]
+    assert windows[1].length == round(0.8 * SAMPLE_RATE)
+    assert windows[1].rms_db == pytest.approx(-30.0, abs=0.5)
+
+
+@pytest.mark.parametrize("mode", ["fixed", "event"])
+@pytest.mark.parametrize("offset", [0.05, -0.2])
+def test_near_silence_on_a_dc_offset_is_refused_like_silence(
+    write_audio: WriteAudio, mode: str, offset: float
+) -> None:
+    hiss = at_dbfs(noise(6.0, 16_000, seed=5), -70.0) + np.float32(offset)
+    path = write_audio("dc_hiss.wav", hiss, 16_000, "FLOAT")
+    assert list(iter_windows(path, WindowConfig(mode=mode))) == []  # type: ignore[arg-type]
+    kept = list(iter_windows(path, WindowConfig(mode="fixed", min_rms_db=None)))
+    assert all(w.rms_db == pytest.approx(-70.0, abs=1.0) for w in kept)
+
+
+def dc_pair(write_audio: WriteAudio, sr: int, offset: float = 0.05) -> tuple[Path, Path]:
+    x = cough(np.random.default_rng(3), sr, subject=1, seconds=2.5).astype(np.float32)
+    return (
+        write_audio("clean.wav", x, sr, "FLOAT"),
+        write_audio("dc.wav", x + np.float32(offset), sr, "FLOAT"),
+    )
+
+
+@pytest.mark.parametrize("mode", ["fixed", "event"])
+@pytest.mark.parametrize("sr", [16_000, 44_100])
+def test_a_dc_shifted_cough_gives_the_clips_of_the_clean_one(
+    write_audio: WriteAudio, mode: str, sr: int
+) -> None:
+    clean_path, dc_path = dc_pair(write_audio, sr)
+    config = WindowConfig(mode=mode)  # type: ignore[arg-type]
+    clean = list(iter_windows(clean_path, config))
+    shifted = list(iter_windows(dc_path, config))
+    assert clean, "the cough must give at least one clip"
+    assert [w.start for w in shifted] == [w.start for w in clean]
+    for a, b in zip(shifted, clean, strict=True):
+        assert a.rms_db == pytest.approx(b.rms_db, abs=0.01)
+        if sr == SAMPLE_RATE:  # resampling leaves a few ms of ringing at the offset's edges
+            np.testing.assert_allclose(a.samples, b.samples, atol=1e-5)
+
+
+@pytest.mark.parametrize("sr", [16_000, 44_100])
+def test_a_dc_shifted_cough_embeds_like_the_clean_one(
+    write_audio: WriteAudio,
+    encoder,  # type: ignore[no-untyped-def]
+    sr: int,
+) -> None:
+    clean_path, dc_path = dc_pair(write_audio, sr)
+    clean = np.stack([w.samples for w in iter_windows(clean_path)])
+    shifted = np.stack([w.samples for w in iter_windows(dc_path)])
+    a, b = encoder.encode(clean), encoder.encode(shifted)
+    cosine = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cosine.min() > 0.9999
+
+
+def test_request_samples_lose_their_dc_like_file_windows() -> None:
+    x = cough(np.random.default_rng(3), 22_050, subject=0, seconds=1.5).astype(np.float32)
+    clean = clip_from_samples(x, 22_050)
+    shifted = clip_from_samples(x + np.float32(0.1), 22_050)
+    np.testing.assert_allclose(shifted, clean, atol=1e-5)
+    real = round(1.5 * SAMPLE_RATE)
+    assert abs(float(clean[:real].mean())) < 1e-6
+    assert not clean[real + 1 :].any()
+
+
+def test_frame_levels_ignore_a_dc_offset() -> None:
+    x = tone(300, 1.0, 16_000, amplitude=0.1)
+    clean, _ = frame_levels([x])
+    shifted, _ = frame_levels([x + np.float32(0.3)])
+    np.testing.assert_allclose(shifted, clean, atol=0.05)

@@ -14,6 +14,7 @@ file appears next to a store file), where a crash is most likely to do damage.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -36,6 +37,7 @@ from hear_features.index import IndexConfig, VectorIndex, load, save
 from hear_features.locking import file_lock
 from tests.bad_inputs import write_observation
 from tests.conftest import FEAST, end_time, feast, make_repo
+from tests.support.erasure import Traces, forget_command
 
 pytestmark = pytest.mark.slow
 
@@ -370,7 +372,7 @@ rng = np.random.default_rng()
 index, generation, _ = load(folder, IndexConfig(factory="Flat"))
 while True:
     ids = np.arange(len(index), len(index) + step)
-    index.add(ids, rng.standard_normal((step, 512), dtype=np.float32))
+    index.upsert(ids, rng.standard_normal((step, 512), dtype=np.float32))
     save(index, folder, model_id="m", source_watermark=len(index))
 """
 
@@ -431,3 +433,162 @@ def test_a_write_removes_temp_files_of_killed_writers_only(tmp_path: Path) -> No
     atomic_write_bytes(target, b"new table")
     assert target.read_bytes() == b"new table"
     assert not stray.exists() and live.exists()
+
+
+# ---- hear-features forget -------------------------------------------------------------------
+
+
+def run_and_kill_at_work(
+    cmd: list[str], watch: Path, work_s: float, rng: random.Random
+) -> tuple[Kill, float, float]:
+    """Start ``cmd`` and SIGKILL its process group a random 0 to ``work_s`` seconds after
+    it first changes a file under ``watch`` (most of a forget's run is spent importing,
+    and a kill there would test nothing). Returns the kill, the seconds to that first
+    change, and the seconds from it to the last change seen."""
+
+    def signature() -> set[tuple[str, int, int]]:
+        found = set()
+        for path in watch.rglob("*"):
+            with contextlib.suppress(FileNotFoundError):
+                st = path.stat()
+                if path.is_file() and not path.name.endswith(("-shm", ".lock")):
+                    found.add((str(path), st.st_size, st.st_mtime_ns))
+        return found
+
+    before = signature()
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        cmd,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    while proc.poll() is None and signature() == before:
+        time.sleep(0.002)
+    changed = last = time.monotonic()
+    deadline = changed + rng.uniform(0, work_s)
+    seen = signature()
+    while proc.poll() is None and time.monotonic() < deadline:
+        now = signature()
+        if now != seen:
+            seen, last = now, time.monotonic()
+    killed = proc.poll() is None
+    if killed:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if not killed and signature() != seen:
+        last = time.monotonic()
+    return Kill(killed, time.monotonic() - start, "write"), changed - start, last - changed
+
+
+def forget_cmd(repo: Path, *recordings: str) -> list[str]:
+    return forget_command(repo, *[arg for rec in recordings for arg in ("--recording", rec)])
+
+
+def forget_state_after_kill(repo: Path, clips: set[str], vectors: np.ndarray) -> str:
+    """What must hold after a kill: the stores load, and either the forget did nothing
+    yet, or no read path of a restarted server returns its clips (a fresh index from the
+    saved files and the table; training sets, while the tables still hold them)."""
+    import pandas as pd
+    from hear_features.index.sync import IndexSync
+
+    from hear_features.errors import UnknownClipError
+    from hear_features.featurestore.forget import pending
+    from hear_features.featurestore.online.sqlite import ViewTable
+    from hear_features.featurestore.repo import open_store
+    from hear_features.featurestore.search import clip_key
+    from hear_features.featurestore.training import training_set
+
+    registered = {c for c, _ in registration_keys(repo)}
+    stored = embedding_keys(repo)
+    assert len(stored) == len(set(stored)) and {c for c, _ in stored} <= registered
+    saved_index_count(repo)  # loads and verifies
+    keys = {clip_key(c, 3) for c in clips}
+    table = ViewTable(repo / "data" / "online.db", TABLE)
+    online = {row.key for row in table.read("entity_key", sorted(keys), None, [])}
+    store = open_store(repo)
+    if online:  # killed before the deletion committed: nothing has changed
+        interrupted = pending(store.config)  # (an earlier forget may be)
+        assert online == keys and clips <= registered
+        assert not any(c in interrupted for c in clips)
+        return "nothing done yet"
+    restarted = IndexSync(table, repo / "data" / "index" / TABLE, IndexConfig(), "restarted")
+    result = restarted.search(vectors, 10, None)
+    hits = sorted({int(i) for i in result.ids.ravel() if i >= 0}) if result else []
+    assert not {row.key for row in table.read("id", hits, None, [])} & keys
+    left = clips & registered
+    if left:  # the tables are not rewritten yet: their readers leave the clips out
+        entities = pd.DataFrame(
+            {"clip_id": sorted(left), "event_timestamp": pd.Timestamp.now("UTC")}
+        )
+        with pytest.raises(UnknownClipError):
+            training_set(store, entities)
+        return "deleted online, tables pending"
+    return "deleted everywhere"
+
+
+def test_sigkill_during_forget(registered: Callable[[str], Path]) -> None:
+    """Kills at random moments of the work of ``hear-features forget`` (each targets
+    another recording; the next forget completes an interrupted one), then one run with
+    every selector again: exact counts, and no byte of any forgotten clip in data/."""
+
+    rng = random.Random(4)
+    repo = registered("forget")
+    feast(repo, "materialize-incremental", end_time())
+    by_recording: dict[str, list[dict]] = {}
+    for row in pq.read_table(repo / "data" / "embeddings.parquet").to_pylist():
+        by_recording.setdefault(row["recording_id"], []).append(row)
+    first, *others = sorted(by_recording)
+    targets = others[: max(2, REPEATS // 2)]
+    gone = [first, *targets]
+    traces = Traces.of(
+        repo / "data" / "embeddings.parquet",
+        {row["clip_id"] for rec in gone for row in by_recording[rec]},
+        set(gone),
+    )
+    rows_before = len(registration_keys(repo))
+    # A run that is not killed measures how long the work after the imports lasts.
+    reference, setup_s, work_s = run_and_kill_at_work(
+        forget_cmd(repo, first), repo / "data", 600, rng
+    )
+    assert not reference.killed
+    kills, outcomes = [], []
+    for i, rec in enumerate(targets):
+        vectors = np.asarray([row["embedding"] for row in by_recording[rec]], np.float32)
+        cmd = forget_cmd(repo, rec)
+        if i % 2 == 1:  # every other one before any change: while it plans
+            delay = rng.uniform(0.5, 0.98) * setup_s
+            kill = run_and_kill(cmd, repo, [repo / "data"], delay, "time", rng)
+        else:  # while it deletes and rewrites, and a little past its last change
+            kill, _, _ = run_and_kill_at_work(cmd, repo / "data", 1.2 * work_s, rng)
+        kills.append(kill)
+        clips = {row["clip_id"] for row in by_recording[rec]}
+        outcomes.append(forget_state_after_kill(repo, clips, vectors))
+    # The same forgets again: the interrupted ones complete, the others run.
+    proc = subprocess.run(
+        forget_cmd(repo, *targets), env=_env(), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0 or "nothing to forget" in proc.stderr, proc.stdout + proc.stderr
+    expected_rows = rows_before - sum(len(by_recording[rec]) for rec in gone)
+    keys = registration_keys(repo)
+    clips_left = len({c for c, _ in keys})
+    rows, vectors_online = online_state(repo)
+    indexed = saved_index_count(repo)
+    leftovers = traces.scan(repo / "data")
+    ok = (
+        len(keys) == expected_rows
+        and set(embedding_keys(repo)) == set(keys)
+        and rows == vectors_online == clips_left == indexed
+        and not leftovers
+    )
+    observe(
+        "hear-features forget",
+        kills,
+        f"after each kill: {'; '.join(outcomes)}; the re-run left {len(keys)} registration "
+        f"rows (expected {expected_rows}), {rows} online rows and {indexed} indexed vectors "
+        f"for {clips_left} clips; {len(leftovers)} traces of the {len(gone)} forgotten "
+        "recordings in data/",
+        ok,
+    )
+    assert ok, (len(keys), expected_rows, rows, indexed, clips_left, leftovers[:5])

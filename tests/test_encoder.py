@@ -9,12 +9,21 @@ import pytest
 
 from hear_features.audio import WindowConfig
 from hear_features.embedding import embed_recordings
-from hear_features.encoders import HearEncoder, build_standin, ensure_standin, validate_clips
+from hear_features.encoders import (
+    HEAR_SIZED_SHAPE,
+    TINY_SHAPE,
+    HearEncoder,
+    VitShape,
+    build_standin,
+    build_vit,
+    ensure_standin,
+    validate_clips,
+)
 from hear_features.encoders.resolve import local_model, resolve_model
 from hear_features.encoders.tf_runtime import choose_device, import_tensorflow
 from hear_features.errors import DeviceError, InputShapeError, InvalidModelError, ModelNotFoundError
-from hear_features.similarity import cosine_top_k
 from hear_features.synthetic import write_corpus
+from tests.support.exact import cosine_top_k
 
 
 def clips(n: int, seed: int = 0) -> np.ndarray:
@@ -192,3 +201,58 @@ def test_encoder_runs_where_tensorflow_says(standin_dir: Path) -> None:
     if not has_gpu:
         with pytest.raises(DeviceError):
             HearEncoder(local_model(standin_dir), device="gpu")
+
+
+# ---- the HeAR-sized ViT (built tiny here: same graph, small widths) -----------------
+
+
+@pytest.fixture(scope="module")
+def tiny_vit(tmp_path_factory: pytest.TempPathFactory) -> HearEncoder:
+    path = build_vit(tmp_path_factory.mktemp("vit") / "tiny", TINY_SHAPE, seed=0)
+    return HearEncoder(local_model(path), batch_size=8, device="cpu")
+
+
+def test_hear_sized_shape_matches_the_public_port() -> None:
+    shape = HEAR_SIZED_SHAPE
+    assert (shape.layers, shape.hidden, shape.heads, shape.patch) == (24, 1024, 16, 16)
+    assert (shape.frames, shape.mel_bins, shape.tokens) == (192, 128, 97)
+    assert 300e6 < shape.parameters < 310e6  # "about 300M parameters"
+    assert 55 < shape.gflop_per_clip < 65  # "about 60 GFLOP per 2 s clip"
+
+
+def test_tiny_vit_runs_through_the_real_loader(tiny_vit: HearEncoder) -> None:
+    assert tiny_vit.model_id == "hear-features/vit-random@v1-L2-H64-A4-M128-P16-seed0"
+    assert tiny_vit.is_standin and "not HeAR" in tiny_vit.describe()
+    tf = import_tensorflow()
+    saved = tf.train.list_variables(str(tiny_vit.path / "variables" / "variables"))
+    weights = sum(
+        int(np.prod(shape))
+        for name, shape in saved
+        if name.endswith("VARIABLE_VALUE") and "mel_matrix" not in name
+    )
+    assert weights == TINY_SHAPE.parameters
+    batch = clips(11, seed=5)
+    out = tiny_vit.encode(batch)  # batches of 8 and 3
+    assert out.shape == (11, 512) and out.dtype == np.float32 and np.isfinite(out).all()
+    alone = np.concatenate([tiny_vit.encode(batch[i : i + 1]) for i in (0, 9)])
+    np.testing.assert_allclose(out[[0, 9]], alone, atol=1e-5)
+    assert not np.allclose(out[0], out[1], atol=1e-4)  # different clips, different vectors
+
+
+def test_vit_build_never_overwrites(tiny_vit: HearEncoder) -> None:
+    with pytest.raises(FileExistsError):
+        build_vit(tiny_vit.path, TINY_SHAPE)
+    assert tiny_vit.encode(clips(1)).shape == (1, 512)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"hidden": 100, "heads": 16}, "multiple of heads"),
+        ({"patch": 14}, "tile into patches"),
+        ({"mel_bins": 64}, "128 mel bins"),
+    ],
+)
+def test_impossible_vit_shapes_are_refused(kwargs: dict[str, int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        VitShape(**kwargs)

@@ -6,7 +6,7 @@ from feast.protos.feast.types.Value_pb2 import FloatList, StringList
 from feast.protos.feast.types.Value_pb2 import Map as MapProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
-from hear_features.featurestore import feature_codec
+from hear_features.featurestore.online import codec as feature_codec
 
 VALUES = {
     "label": ValueProto(string_val="cough"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from pathlib import Path
 
 import duckdb
@@ -146,7 +147,8 @@ def test_writing_a_new_clip_transforms_it_on_write(
         features=["hear_embedding_on_write:embedding", "hear_embedding_on_write:model_id"],
         entity_rows=[{"clip_id": "pushed-clip"}],
     ).to_dict()
-    np.testing.assert_allclose(out["embedding"][0], encoder.encode(samples[None, :])[0], atol=1e-5)
+    expected = encoder.encode(clip_from_samples(samples, 16_000)[None, :])[0]  # DC removed
+    np.testing.assert_allclose(out["embedding"][0], expected, atol=1e-5)
     assert out["model_id"] == [encoder.model_id]
 
 
@@ -179,6 +181,30 @@ def test_training_set_cli_keeps_order_and_given_labels(workflow: Workflow, tmp_p
     assert table["given_label"].to_pylist() == ["mine"] * 4
     assert None not in table["label"].to_pylist()
     assert table.schema.field("embedding").type == pa.list_(pa.float32())
+
+
+def test_training_set_and_more_like_write_csv_and_jsonl_by_ending(
+    workflow: Workflow, tmp_path: Path
+) -> None:
+    reg = registrations(workflow.repo).to_pylist()
+    ids = [r["clip_id"] for r in reg][:3]
+    entities = tmp_path / "entities.csv"
+    pd.DataFrame({"clip_id": ids, "event_timestamp": [iso(NOW)] * 3}).to_csv(entities, index=False)
+    repo = ["--repo", str(workflow.repo)]
+    for ending in (".parquet", ".csv", ".jsonl"):
+        proc = hear_cli("training-set", str(entities), "-o", str(tmp_path / f"t{ending}"), *repo)
+        assert proc.returncode == 0, proc.stderr
+    want = pq.read_table(tmp_path / "t.parquet").to_pandas()
+    csv = pd.read_csv(tmp_path / "t.csv")
+    jsonl = pd.read_json(tmp_path / "t.jsonl", lines=True, dtype=False, convert_dates=False)
+    for got, vectors in ((csv, csv["embedding"].map(json.loads)), (jsonl, jsonl["embedding"])):
+        assert got["clip_id"].tolist() == ids
+        assert got["label"].tolist() == want["label"].tolist()
+        stacked = np.stack([np.asarray(v, np.float32) for v in vectors])
+        np.testing.assert_array_equal(stacked, np.stack(want["embedding"]))
+    bad = hear_cli("more-like", ids[0], "-o", str(tmp_path / "m.xlsx"), *repo)
+    assert bad.returncode == 2
+    assert "ending '.xlsx'" in bad.stderr and not (tmp_path / "m.xlsx").exists()
 
 
 @pytest.mark.parametrize(
@@ -362,20 +388,22 @@ def test_rows_stranded_offline_by_a_failed_online_write_reach_online_later(
     tmp_path: Path, standin_dir: Path
 ) -> None:
     repo, _ = _small_repo(tmp_path, standin_dir, NOW - dt.timedelta(days=2))
-    online = repo / "data" / "online.db"
-    online.unlink()
-    # SQLite cannot open a directory: the online write fails after the offline append.
-    online.mkdir()
+    config = repo / "feature_store.yaml"
+    good = config.read_text()
+    # An index factory these few clips cannot train: the online write refuses after
+    # the offline append (the store checks it before writing anything online).
+    config.write_text(
+        good.replace("online_store:\n", "online_store:\n  index: {factory: 'IVF64,Flat'}\n")
+    )
 
     failed = feast(
         repo, "materialize-incremental", end_time(), "--views", "cough_embeddings", check=False
     )
-    assert failed.returncode != 0
+    assert failed.returncode != 0 and "cannot be trained" in failed.stderr, failed.stderr
     emb = pq.read_table(repo / "data" / "embeddings.parquet")
     assert emb.num_rows > 0  # embedded and stored offline before the failure
 
-    online.rmdir()
-    feast(repo, "apply")
+    config.write_text(good)
     start = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
     retry = feast(repo, "materialize", start, end_time())  # a window that starts after the rows
     assert "embedded 0 clips" in retry.stdout

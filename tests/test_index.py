@@ -10,13 +10,14 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
-from hear_features.index import IndexConfig, IndexLoadError, Metric, VectorIndex, load, save
+from hear_features.index import IndexConfig, IndexLoadError, Metric, load, save
+from hear_features.index.arrays import prepare as _prepare
 from hear_features.index.gpu import choose_device
-from hear_features.index.vector_index import _exact_neighbours, _prepare
 
 from hear_features.errors import ConfigError, DeviceError, InputShapeError
-from hear_features.similarity import cosine_top_k
-from hear_features.synthetic import clustered_vectors
+from tests.support.exact import cosine_top_k, exact_neighbours
+from tests.support.index import VectorIndex
+from tests.support.vectors import clustered_vectors
 
 
 def small(n: int = 2_000, dim: int = 32, seed: int = 0) -> np.ndarray:
@@ -99,12 +100,11 @@ def test_filtered_search_never_returns_an_excluded_id(factory: str) -> None:
     assert len(found) > 0 and np.isin(found, allowed).all()
     # Exact among the allowed ids for the exact index.
     if factory == "Flat":
-        expected = _exact_neighbours(
+        expected = exact_neighbours(
             _prepare(x[:20], Metric.COSINE),
             _prepare(x[allowed], Metric.COSINE),
             allowed,
             30,
-            Metric.COSINE,
         )
         np.testing.assert_array_equal(result.ids, expected)
     empty = index.search(x[:2], 5, allowed_ids=np.array([], dtype=np.int64))

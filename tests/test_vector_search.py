@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 from feast.filter_models import ComparisonFilter, CompoundFilter
-from hear_features.api.launch import free_port
 
 from hear_features.featurestore.repo import open_store
 from tests.conftest import FEAST, Workflow, end_time, feast, make_repo, noise, register
+from tests.support.launch import free_port, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -130,7 +129,7 @@ def test_a_reader_process_sees_writes_made_by_another_process(
     register(repo, str(tmp_path / "first.wav"), "--label", "first")
     feast(repo, "apply")
     feast(repo, "materialize-incremental", end_time())
-    mine = Workflow(repo, tmp_path, "", tmp_path, "", "")
+    mine = Workflow(repo, tmp_path, "", tmp_path, "", "", "")
     assert search(mine, np.ones(512, np.float32), 3)  # the index is now in this process
     audio = tmp_path / "newcomer.wav"
     sf.write(audio, noise(2.0, 16_000, seed=77), 16_000)
@@ -166,16 +165,7 @@ def test_feast_feature_server_answers_search_from_this_store(workflow: Workflow)
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, server.stderr.read() if server.stderr else ""
-            assert time.monotonic() < deadline, "feast serve did not start"
-            time.sleep(0.5)
+        wait_ready(base, server, 120, path="/health")
         truth = stored(workflow)
         query = np.asarray(next(iter(truth.values()))["embedding"]) + 0.3
         expected = cosine_distances(query, truth)
@@ -199,6 +189,16 @@ def test_feast_feature_server_answers_search_from_this_store(workflow: Workflow)
             assert label == truth[clip]["label"]
             assert distance == pytest.approx(expected[clip], abs=1e-5)
         assert set(columns["clip_id"]) == set(sorted(expected, key=expected.get)[:4])
+        # Online reads: the feature server takes the store's coroutine path.
+        clips = sorted(truth)[:2]
+        reply = httpx.post(
+            f"{base}/get-online-features",
+            json={"features": ["cough_embeddings:label"], "entities": {"clip_id": clips}},
+            timeout=60,
+        )
+        assert reply.status_code == 200, reply.text
+        labels = reply.json()["results"][1]["values"]
+        assert labels == [truth[c]["label"] for c in clips]
     finally:
         server.terminate()
         server.wait(timeout=30)

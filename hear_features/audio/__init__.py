@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from hear_features.audio.decode import (
-    SAMPLE_RATE,
     AudioInfo,
     AudioLimits,
     AudioSource,
@@ -16,7 +15,6 @@ from hear_features.audio.decode import (
 )
 from hear_features.audio.samples import clip_from_samples
 from hear_features.audio.windows import (
-    CLIP_SAMPLES,
     Event,
     Window,
     WindowConfig,
@@ -26,6 +24,7 @@ from hear_features.audio.windows import (
     pick_events,
     rms_db,
 )
+from hear_features.schema import CLIP_SAMPLES, SAMPLE_RATE
 
 __all__ = [
     "CLIP_SAMPLES",
@@ -58,10 +57,8 @@ def windows_at(
     """
     cutter = WindowCutter(iter(sorted(set(starts))))
     for block in iter_blocks(source, limits):
-        for start, samples in cutter.feed(block):
-            yield Window(start, samples)
-    for start, samples in cutter.finish(lambda start, total: True):
-        yield Window(start, samples)
+        yield from cutter.feed(block)
+    yield from cutter.finish(lambda start, total: True)
 
 
 def iter_windows(

@@ -1,31 +1,48 @@
 """Decode audio files into 16 kHz mono float32 blocks, without loading whole files.
 
-soundfile (libsndfile) decodes WAV, FLAC, OGG/Vorbis and MP3; soxr resamples in a
-streaming fashion so a one-hour recording never sits in memory at once. Every problem
-with the input becomes an :class:`~hear_features.errors.AudioError` that names the file.
+libsndfile decodes WAV, AIFF, FLAC, Ogg and MP3, and FFmpeg (PyAV) everything else we
+accept (see :mod:`hear_features.audio.readers` and :mod:`hear_features.audio.formats`).
+Whichever decoded it, the audio then takes one path: channels averaged, checked for
+NaN/inf and length, and resampled by soxr in a streaming fashion, so a one-hour
+recording never sits in memory at once. Every problem with the input becomes an
+:class:`~hear_features.errors.AudioError` that names the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
-import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
-import soundfile as sf
 import soxr
 
+from hear_features.audio.readers import (
+    AudioInfo,
+    AudioSource,
+    DecodeError,
+    Reader,
+    open_reader,
+    wav_data_extent,
+)
 from hear_features.errors import AudioError
+from hear_features.schema import SAMPLE_RATE
 
-#: HeAR's input rate.
-SAMPLE_RATE = 16_000
-
-AudioSource = str | os.PathLike[str] | BinaryIO
+__all__ = [
+    "SAMPLE_RATE",
+    "AudioInfo",
+    "AudioLimits",
+    "AudioSource",
+    "iter_blocks",
+    "probe",
+    "read_all",
+    "source_name",
+]
 
 
 @dataclass(frozen=True)
@@ -37,52 +54,42 @@ class AudioLimits:
     min_sample_rate: int = 4_000
     max_sample_rate: int = 768_000
     max_channels: int = 64
+    max_decoded_samples: int | None = None
+    """Budget on decoding work: sample rate x channels x seconds (None: no budget). Checked
+    from the header before decoding, and again as samples arrive (for headers that state
+    no length). A server sets it so that a small file cannot ask for minutes of work."""
+    max_decode_s: float | None = None
+    """Wall-clock seconds decoding one source may take (None: no limit)."""
 
     def __post_init__(self) -> None:
         if not self.max_duration_s > 0:
             raise ValueError("max_duration_s must be positive")
-
-
-@dataclass(frozen=True)
-class AudioInfo:
-    """What the file header says, checked against :class:`AudioLimits`."""
-
-    name: str
-    sample_rate: int
-    channels: int
-    frames: int
-    format: str
-    subtype: str
-
-    @property
-    def duration_s(self) -> float:
-        return self.frames / self.sample_rate
+        if self.max_decoded_samples is not None and self.max_decoded_samples < 1:
+            raise ValueError("max_decoded_samples must be positive")
 
 
 def source_name(source: AudioSource) -> str:
     """A human-readable name for error messages (a path, or the upload's name)."""
     if isinstance(source, str | os.PathLike):
         return os.fspath(source)
-    return str(getattr(source, "name", "<audio buffer>"))
+    name = getattr(source, "name", None)
+    return name if isinstance(name, str) and name else "<audio buffer>"
 
 
 def probe(source: AudioSource, limits: AudioLimits | None = None) -> AudioInfo:
-    """Read and validate the header of ``source`` without decoding samples."""
-    limits = limits or AudioLimits()
+    """Read and validate the header of ``source`` without decoding (much of) it."""
+    with _checked_reader(source, limits or AudioLimits()) as reader:
+        return reader.info
+
+
+@contextlib.contextmanager
+def _checked_reader(source: AudioSource, limits: AudioLimits) -> Iterator[Reader]:
     name = source_name(source)
     _check_not_empty(source, name)
-    try:
-        with _open(source) as f:
-            info = AudioInfo(name, f.samplerate, f.channels, f.frames, f.format, f.subtype)
-    except AudioError:
-        raise
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
-        raise AudioError(name, f"not a readable audio file (WAV, FLAC, OGG or MP3): {exc}") from exc
-    finally:
-        _rewind(source)
-    _check_header(info, limits)
     _check_wav_not_truncated(source, name)
-    return info
+    with open_reader(source, name) as reader:
+        _check_header(reader.info, limits)
+        yield reader
 
 
 def iter_blocks(
@@ -94,22 +101,27 @@ def iter_blocks(
 
     Channels are averaged, integer samples are scaled to [-1, 1), and any other rate is
     resampled with soxr at high quality. Raises :class:`AudioError` for unreadable,
-    truncated, non-finite or over-long audio, at the block where the problem shows.
+    truncated, non-finite, too short or over-long audio, at the block where the problem
+    shows (a header that states no length is checked as the samples arrive).
     """
     limits = limits or AudioLimits()
-    info = probe(source, limits)
-    name = info.name
-    resampler = (
-        None
-        if info.sample_rate == SAMPLE_RATE
-        else soxr.ResampleStream(info.sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
-    )
-    blocksize = max(1024, int(block_seconds * info.sample_rate))
-    max_frames = int(limits.max_duration_s * info.sample_rate)
-    frames_read = 0
-    try:
-        with _open(source) as f:
-            for block in f.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
+    with _checked_reader(source, limits) as reader:
+        info = reader.info
+        name = info.name
+        resampler = (
+            None
+            if info.sample_rate == SAMPLE_RATE
+            else soxr.ResampleStream(
+                info.sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ"
+            )
+        )
+        blocksize = max(1024, int(block_seconds * info.sample_rate))
+        max_frames = int(limits.max_duration_s * info.sample_rate)
+        budget = _budget_frames(info, limits)
+        deadline = None if limits.max_decode_s is None else time.monotonic() + limits.max_decode_s
+        frames_read = 0
+        try:
+            for block in reader.blocks(blocksize):
                 if not np.isfinite(block).all():
                     bad = frames_read + int(np.argmin(np.isfinite(block).all(axis=1)))
                     at = bad / info.sample_rate
@@ -119,27 +131,26 @@ def iter_blocks(
                 frames_read += len(block)
                 if frames_read > max_frames:
                     raise AudioError(name, _too_long(frames_read / info.sample_rate, limits))
+                if budget is not None and frames_read > budget:
+                    raise AudioError(name, _over_budget(info, frames_read, limits))
+                if deadline is not None and time.monotonic() > deadline:
+                    raise AudioError(
+                        name,
+                        f"took more than {limits.max_decode_s:g} s to decode (stopped after "
+                        f"{frames_read / info.sample_rate:.1f} s of audio)",
+                    )
                 mono = block.mean(axis=1, dtype=np.float32) if info.channels > 1 else block[:, 0]
                 out = mono if resampler is None else resampler.resample_chunk(mono, last=False)
                 if len(out):
                     yield np.ascontiguousarray(out, dtype=np.float32)
-    except AudioError:
-        raise
-    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-        at = frames_read / info.sample_rate
-        raise AudioError(
-            name, f"cannot be decoded after {at:.2f} s (truncated or corrupt?): {exc}"
-        ) from exc
-    finally:
-        _rewind(source)
+        except DecodeError as exc:
+            at = max(frames_read, reader.position) / info.sample_rate
+            raise AudioError(
+                name, f"cannot be decoded after {at:.2f} s (truncated or corrupt?): {exc}"
+            ) from exc
     if frames_read == 0:
         raise AudioError(name, "holds no audio samples")
-    if info.frames > 0 and frames_read < info.frames and info.format != "MPEG":
-        raise AudioError(
-            name,
-            f"is truncated: the header declares {info.frames} frames "
-            f"but only {frames_read} could be read",
-        )
+    _check_complete(info, frames_read, limits)
     if resampler is not None:
         tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
         if len(tail):
@@ -152,13 +163,21 @@ def read_all(source: AudioSource, limits: AudioLimits | None = None) -> np.ndarr
     return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
 
 
-def _open(source: AudioSource) -> sf.SoundFile:
-    return sf.SoundFile(source if not isinstance(source, os.PathLike) else os.fspath(source))
-
-
-def _rewind(source: AudioSource) -> None:
-    if not isinstance(source, str | os.PathLike) and source.seekable():
-        source.seek(0)
+def _check_complete(info: AudioInfo, frames_read: int, limits: AudioLimits) -> None:
+    """After decoding: long enough, and as long as the header promised."""
+    if frames_read / info.sample_rate < limits.min_duration_s:
+        raise AudioError(info.name, _too_short(frames_read, info.sample_rate, limits))
+    if info.frames <= 0 or frames_read >= info.frames:
+        return
+    missing = info.frames - frames_read
+    inexact = info.library == "ffmpeg" or info.subtype.startswith("MPEG")
+    if inexact and missing <= max(0.25 * info.sample_rate, 0.02 * info.frames):
+        return  # codec delay and padding; MP3 lengths are estimates (0.2 s off seen in the wild)
+    raise AudioError(
+        info.name,
+        f"is truncated: the header declares {info.frames} frames "
+        f"but only {frames_read} could be read",
+    )
 
 
 def _check_not_empty(source: AudioSource, name: str) -> None:
@@ -193,23 +212,51 @@ def _check_header(info: AudioInfo, limits: AudioLimits) -> None:
             f"has an unsupported sample rate of {info.sample_rate} Hz "
             f"(accepted: {limits.min_sample_rate}-{limits.max_sample_rate} Hz)",
         )
+    budget = _budget_frames(info, limits)
+    if budget is not None and info.frames > budget:  # before the length: it says more
+        raise AudioError(info.name, _over_budget(info, info.frames, limits))
     if info.duration_s > limits.max_duration_s:
         raise AudioError(info.name, _too_long(info.duration_s, limits))
     if info.frames > 0 and info.duration_s < limits.min_duration_s:
-        raise AudioError(
-            info.name,
-            f"is too short: {info.frames} sample(s), {info.duration_s:.4f} s; "
-            f"at least {limits.min_duration_s:g} s is needed",
-        )
+        raise AudioError(info.name, _too_short(info.frames, info.sample_rate, limits))
+
+
+def _budget_frames(info: AudioInfo, limits: AudioLimits) -> int | None:
+    """Frames of ``info`` that the decoding budget allows (None: no budget)."""
+    if limits.max_decoded_samples is None:
+        return None
+    return limits.max_decoded_samples // max(1, info.channels)
+
+
+def _over_budget(info: AudioInfo, frames: int, limits: AudioLimits) -> str:
+    asked = frames * info.channels
+    budget = limits.max_decoded_samples or 0
+    return (
+        f"needs {asked / 1e6:.1f} million samples decoded ({info.sample_rate} Hz x "
+        f"{info.channels} channel(s) x {frames / info.sample_rate:.1f} s); the limit is "
+        f"{budget / 1e6:.1f} million ({budget / 96_000:.0f} s of 48 kHz stereo): resample "
+        "it to 16 kHz mono or send a shorter excerpt"
+    )
 
 
 def _too_long(duration_s: float, limits: AudioLimits) -> str:
     return f"is {duration_s:.0f} s long; the limit is {limits.max_duration_s:.0f} s"
 
 
+def _too_short(frames: int, sample_rate: int, limits: AudioLimits) -> str:
+    return (
+        f"is too short: {frames} sample(s), {frames / sample_rate:.4f} s; "
+        f"at least {limits.min_duration_s:g} s is needed"
+    )
+
+
 def _check_wav_not_truncated(source: AudioSource, name: str) -> None:
-    """libsndfile silently shortens a WAV whose data chunk is cut off; we refuse it instead."""
-    declared = _wav_data_extent(source)
+    """libsndfile silently shortens a WAV whose data chunk is cut off; we refuse it instead.
+
+    Placeholder sizes (0, 0x7FFFFFFF, 0xFFFFFFFF: "unknown, read to the end") are not
+    a cut-off chunk, and such files are read to their end.
+    """
+    declared = wav_data_extent(source)
     if declared is None:
         return
     end, size = declared
@@ -217,32 +264,3 @@ def _check_wav_not_truncated(source: AudioSource, name: str) -> None:
         raise AudioError(
             name, f"is truncated: its data chunk needs {end} bytes but the file has {size}"
         )
-
-
-def _wav_data_extent(source: AudioSource) -> tuple[int, int] | None:
-    """Return (end offset of the declared data chunk, file size) for RIFF/WAVE, else None."""
-    if isinstance(source, str | os.PathLike):
-        with open(source, "rb") as f:
-            return _riff_data_extent(f)
-    try:
-        return _riff_data_extent(source)
-    finally:
-        source.seek(0)
-
-
-def _riff_data_extent(f: BinaryIO) -> tuple[int, int] | None:
-    size = f.seek(0, io.SEEK_END)
-    f.seek(0)
-    head = f.read(12)
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return None
-    pos = 12
-    while pos + 8 <= size:
-        f.seek(pos)
-        chunk_id, chunk_size = struct.unpack("<4sI", f.read(8))
-        if chunk_id == b"data":
-            if chunk_size in (0, 0xFFFFFFFF):  # streaming writers leave it unset
-                return None
-            return pos + 8 + chunk_size, size
-        pos += 8 + chunk_size + (chunk_size & 1)
-    return None

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 import numpy as np
 import soxr
 
-from hear_features.audio.decode import SAMPLE_RATE, AudioLimits
-from hear_features.audio.windows import CLIP_SAMPLES
+from hear_features.audio.decode import AudioLimits
+from hear_features.audio.windows import Window, remove_dc
 from hear_features.errors import AudioError
+from hear_features.schema import CLIP_SAMPLES, SAMPLE_RATE
 
 
 def clip_from_samples(
@@ -25,8 +26,9 @@ def clip_from_samples(
 ) -> np.ndarray:
     """Exactly 32,000 float32 samples at 16 kHz from at most 2 s of mono audio.
 
-    Shorter audio is zero-padded at the end, as the last window of a recording is;
-    longer audio is refused, because a clip is one 2 s window (cut longer audio with
+    The DC offset is removed and shorter audio is zero-padded at the end, exactly as a
+    window cut from a file is (:meth:`hear_features.audio.Window.cut`); longer audio is
+    refused, because a clip is one 2 s window (cut longer audio with
     :func:`hear_features.audio.iter_windows`).
     """
     limits = limits or AudioLimits()
@@ -47,10 +49,9 @@ def clip_from_samples(
             f"(accepted: {limits.min_sample_rate}-{limits.max_sample_rate} Hz)",
         )
     if sample_rate != SAMPLE_RATE:
-        x = soxr.resample(x, sample_rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+        # DC out first, so the resampler does not ring at the offset's edges.
+        x = soxr.resample(remove_dc(x), sample_rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
     if len(x) > CLIP_SAMPLES + 1:  # one sample of slack for resampling round-off
         seconds = len(x) / SAMPLE_RATE
         raise AudioError(name, f"is {seconds:.2f} s long; one clip is at most 2 s")
-    out = np.zeros(CLIP_SAMPLES, dtype=np.float32)
-    out[: min(len(x), CLIP_SAMPLES)] = x[:CLIP_SAMPLES]
-    return out
+    return Window.cut(0, x[:CLIP_SAMPLES]).samples

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from hear_features.errors import AudioError, ConfigError
+from hear_features.errors import ConfigError, SourceRefused
 
 #: Environment variable with audio roots (``os.pathsep``-separated); wins over the YAML.
 AUDIO_ROOTS_ENV = "HEAR_AUDIO_ROOTS"
@@ -27,12 +27,6 @@ AUDIO_ROOTS_ENV = "HEAR_AUDIO_ROOTS"
 ALLOWED_SCHEMES = frozenset({"file"})
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
-
-
-class SourceRefused(AudioError):
-    """A location that the policy does not allow to be read."""
-
-    http_status = 403
 
 
 @dataclass(frozen=True)

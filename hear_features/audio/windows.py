@@ -11,6 +11,16 @@ Two strategies, both streaming (blocks in, windows out, bounded memory):
 
 Optionally, windows quieter than ``min_rms_db`` (RMS in dB relative to full scale) are
 skipped, as the reference notebooks do at about -50 dB.
+
+Levels are measured on what was recorded, not on what the window adds: only on the
+window's real samples (never its zero padding, which would make a quiet 0.4 s word
+measure 7 dB quieter than it is), and after removing the DC offset (a recorder's
+constant offset is not sound, and would make near-silence look loud). The window handed
+to the encoder is DC-free too: its real samples minus their mean, then the zero padding.
+So the padding continues the signal's own baseline instead of stepping down from the
+offset to zero, and a recording with a DC offset gives the same windows, and the same
+samples, as the same recording without one. The event picker's frame levels are DC-free
+in the same way (each 25 ms frame minus its mean).
 """
 
 from __future__ import annotations
@@ -23,10 +33,7 @@ from typing import Literal
 
 import numpy as np
 
-from hear_features.audio.decode import SAMPLE_RATE
-
-#: Samples in one HeAR input window: 2 s at 16 kHz.
-CLIP_SAMPLES = 32_000
+from hear_features.schema import CLIP_SAMPLES, SAMPLE_RATE
 
 #: Envelope frames used by the event picker: 25 ms long, every 10 ms.
 FRAME_LENGTH = 400
@@ -60,10 +67,12 @@ class WindowConfig:
 
 @dataclass(frozen=True)
 class Window:
-    """One 2 s window: where it starts in the recording and its 32,000 samples."""
+    """One 2 s window: where it starts, its 32,000 DC-free samples, and how many of them
+    are real audio (the rest is zero padding past the end of the recording)."""
 
     start: int
     samples: np.ndarray
+    length: int = CLIP_SAMPLES
 
     @property
     def offset_s(self) -> float:
@@ -71,8 +80,13 @@ class Window:
 
     @functools.cached_property
     def rms_db(self) -> float:
-        """The window's RMS level in dBFS (computed when first asked for)."""
-        return rms_db(self.samples)
+        """RMS level in dBFS of the real samples, DC removed (computed when first asked)."""
+        return rms_db(self.samples[: self.length])
+
+    @classmethod
+    def cut(cls, start: int, real: np.ndarray) -> Window:
+        """The window at ``start`` from up to 2 s of real samples: DC removed, zero-padded."""
+        return cls(start, pad_clip(remove_dc(real)), min(len(real), CLIP_SAMPLES))
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,21 @@ class Event:
     peak_db: float
 
 
+def remove_dc(x: np.ndarray) -> np.ndarray:
+    """``x`` minus its mean, as float32 (the mean is taken in float64)."""
+    if x.size == 0:
+        return np.zeros(0, dtype=np.float32)
+    return (x - np.mean(x, dtype=np.float64)).astype(np.float32)
+
+
+def pad_clip(x: np.ndarray) -> np.ndarray:
+    """Exactly :data:`CLIP_SAMPLES` float32 samples: ``x`` zero-padded (or cut) at the end."""
+    out = np.zeros(CLIP_SAMPLES, dtype=np.float32)
+    n = min(len(x), CLIP_SAMPLES)
+    out[:n] = x[:n]
+    return out
+
+
 def rms_db(x: np.ndarray) -> float:
     """RMS level in dB relative to full scale (a full-scale sine is about -3 dB)."""
     if x.size == 0:
@@ -93,17 +122,9 @@ def rms_db(x: np.ndarray) -> float:
     return max(_DB_FLOOR, 10.0 * math.log10(power)) if power > 0 else _DB_FLOOR
 
 
-def fixed_window_count(n_samples: int, hop: int) -> int:
-    """Windows needed to cover ``n_samples`` with the last one zero-padded."""
-    if n_samples <= 0:
-        return 0
-    if n_samples <= CLIP_SAMPLES:
-        return 1
-    return 1 + math.ceil((n_samples - CLIP_SAMPLES) / hop)
-
-
 class WindowCutter:
-    """Streams blocks in and yields windows at given start offsets, keeping little audio.
+    """Streams blocks in and yields :class:`Window` s at given start offsets, keeping
+    little audio.
 
     ``starts`` must be ascending. A window is yielded as soon as its 2 s are buffered;
     at :meth:`finish` the rest are zero-padded, and ``keep_tail(start, total)`` decides
@@ -117,32 +138,30 @@ class WindowCutter:
         self._buf_start = 0  # absolute index of self._buf[0]
         self.total = 0
 
-    def feed(self, block: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    def feed(self, block: np.ndarray) -> Iterator[Window]:
         self._buf = np.concatenate([self._buf, block]) if self._buf.size else block
         self.total += len(block)
         while self._next is not None and self._next + CLIP_SAMPLES <= self.total:
-            yield self._next, self._slice(self._next)
+            yield self._window(self._next)
             self._advance()
         keep_from = self.total if self._next is None else min(self._next, self.total)
         if keep_from > self._buf_start:
             self._buf = self._buf[keep_from - self._buf_start :].copy()
             self._buf_start = keep_from
 
-    def finish(self, keep_tail: Callable[[int, int], bool]) -> Iterator[tuple[int, np.ndarray]]:
+    def finish(self, keep_tail: Callable[[int, int], bool]) -> Iterator[Window]:
         while (
             self._next is not None and self._next < self.total and keep_tail(self._next, self.total)
         ):
-            yield self._next, self._slice(self._next)
+            yield self._window(self._next)
             self._advance()
 
     def _advance(self) -> None:
         self._next = next(self._starts, None)
 
-    def _slice(self, start: int) -> np.ndarray:
-        out = np.zeros(CLIP_SAMPLES, dtype=np.float32)
-        chunk = self._buf[start - self._buf_start : start - self._buf_start + CLIP_SAMPLES]
-        out[: len(chunk)] = chunk
-        return out
+    def _window(self, start: int) -> Window:
+        at = start - self._buf_start
+        return Window.cut(start, self._buf[at : at + CLIP_SAMPLES])
 
 
 def fixed_windows(blocks: Iterable[np.ndarray], config: WindowConfig) -> Iterator[Window]:
@@ -178,13 +197,12 @@ def _finish(
     keep_tail: Callable[[int, int], bool],
     config: WindowConfig,
 ) -> Iterator[Window]:
-    def pairs() -> Iterator[tuple[int, np.ndarray]]:
+    def windows() -> Iterator[Window]:
         for block in blocks:
             yield from cutter.feed(block)
         yield from cutter.finish(keep_tail)
 
-    for start, samples in pairs():
-        window = Window(start, samples)
+    for window in windows():
         if config.min_rms_db is not None and window.rms_db < config.min_rms_db:
             continue
         yield window
@@ -196,7 +214,8 @@ def window_start_for(centre: int, total: int) -> int:
 
 
 def frame_levels(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
-    """RMS level (dBFS) of 25 ms frames every 10 ms, and the total sample count."""
+    """RMS level (dBFS, each frame's mean removed) of 25 ms frames every 10 ms, and the
+    total sample count."""
     levels: list[np.ndarray] = []
     carry = np.zeros(0, dtype=np.float32)
     total = 0
@@ -206,11 +225,11 @@ def frame_levels(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
         n = 0 if len(data) < FRAME_LENGTH else 1 + (len(data) - FRAME_LENGTH) // FRAME_HOP
         if n:
             frames = np.lib.stride_tricks.sliding_window_view(data, FRAME_LENGTH)[::FRAME_HOP][:n]
-            power = np.mean(np.square(frames, dtype=np.float64), axis=1)
+            power = np.var(frames, axis=1, dtype=np.float64)
             levels.append(10.0 * np.log10(np.maximum(power, 10 ** (_DB_FLOOR / 10))))
         carry = data[n * FRAME_HOP :].copy()
     if carry.size and (total < FRAME_LENGTH or not levels):
-        power = float(np.mean(np.square(carry, dtype=np.float64)))
+        power = float(np.var(carry, dtype=np.float64))
         levels.append(np.array([10.0 * math.log10(max(power, 10 ** (_DB_FLOOR / 10)))]))
     return (np.concatenate(levels) if levels else np.zeros(0)), total
 

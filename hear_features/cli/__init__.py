@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-
 import typer
 
-from hear_features.cli import demo, encode, serve, store
+from hear_features.cli import demo, encode, forget, probe, serve, store
 
-# Third-party chatter that a person running the CLI can do nothing about.
-warnings.filterwarnings("ignore", message=".*fetch_arrow_table", category=DeprecationWarning)
-warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
-
+# Third-party chatter is silenced once, for every entry point, by hear_features.quiet.
 app = typer.Typer(
     name="hear-features",
     help="A feature store and similarity search for HeAR embeddings of cough and breath sounds.",
@@ -24,6 +19,8 @@ app.command("embed")(encode.embed)
 app.command("register")(store.register)
 app.command("training-set")(store.training_set)
 app.command("more-like")(store.more_like)
+app.command("forget")(forget.forget)
+app.command("probe")(probe.probe)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 

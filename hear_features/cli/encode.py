@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hear_features.audio.sources import AudioSources
 from hear_features.cli.common import (
-    DEFAULT_BATCH,
-    DEFAULT_MODEL,
     BatchOpt,
     DeviceOpt,
     HopOpt,
@@ -21,6 +17,7 @@ from hear_features.cli.common import (
     MinRmsOpt,
     ModelOpt,
     ModeOpt,
+    OutOpt,
     RevisionOpt,
     VerboseOpt,
     audio_limits,
@@ -30,10 +27,10 @@ from hear_features.cli.common import (
     setup_logging,
     window_config,
 )
-from hear_features.clips import allowed_paths, discover_audio
-from hear_features.embedding import RecordingEmbeddings, embed_recordings
-from hear_features.embeddings_file import write_embeddings
-from hear_features.encoders import HearEncoder, build_standin
+from hear_features.defaults import DEFAULT_BATCH_SIZE
+
+if TYPE_CHECKING:
+    from hear_features.embedding import RecordingEmbeddings
 
 
 @reports_errors
@@ -42,6 +39,8 @@ def make_standin(
     seed: Annotated[int, typer.Option(help="Seed of the fixed projection.")] = 0,
 ) -> None:
     """Build the project's HeAR-compatible stand-in SavedModel (not HeAR)."""
+    from hear_features.encoders import build_standin
+
     try:
         path = build_standin(out_dir, seed)
     except FileExistsError as exc:
@@ -53,10 +52,10 @@ def make_standin(
 @reports_errors
 def embed(
     inputs: Annotated[list[str], typer.Argument(help="Audio files, folders or glob patterns.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write.")],
-    model: ModelOpt = DEFAULT_MODEL,
+    out: OutOpt,
+    model: ModelOpt = None,
     revision: RevisionOpt = None,
-    batch_size: BatchOpt = DEFAULT_BATCH,
+    batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
     device: DeviceOpt = "auto",
     mode: ModeOpt = "fixed",
     hop: HopOpt = 1.8,
@@ -71,6 +70,20 @@ def embed(
     code is 1 when any input failed. With ``HEAR_AUDIO_ROOTS`` set, files outside those
     folders are refused.
     """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from hear_features.audio.sources import AudioSources
+    from hear_features.clips import allowed_paths, discover_audio
+    from hear_features.embedding import embed_recordings
+    from hear_features.embeddings_file import write_embeddings
+    from hear_features.encoders import HearEncoder
+
     setup_logging(verbose)
     config = window_config(mode, hop, min_rms_db, keep_silent)
     limits = audio_limits(max_duration)

@@ -16,18 +16,17 @@ from typing import Any
 
 import numpy as np
 
+from hear_features.defaults import DEFAULT_BATCH_SIZE
 from hear_features.encoders.resolve import ResolvedModel, resolve_model
 from hear_features.encoders.tf_runtime import import_tensorflow, resolve_device
 from hear_features.errors import InputShapeError, InvalidModelError
+from hear_features.schema import CLIP_SAMPLES, EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
 
-CLIP_SAMPLES = 32_000
-EMBEDDING_DIM = 512
 SIGNATURE = "serving_default"
 INPUT_NAME = "x"
 OUTPUT_NAME = "output_0"
-DEFAULT_BATCH_SIZE = 64
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 A model spec is one of:
 
 * ``standin`` - the project's own HeAR-compatible stand-in, built once and cached;
+* ``hear-sized`` - a ViT with HeAR's shape and random weights, built once and cached
+  (about 1.2 GB): for measuring what the real model costs, never for real vectors;
 * a local directory holding a SavedModel (for example a copy of ``google/hear``);
 * a Hugging Face repository id such as ``google/hear`` (the default), downloaded with
   ``huggingface_hub.snapshot_download`` using the user's token (``HF_TOKEN`` or a saved
@@ -20,17 +22,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from hear_features.encoders.standin import ensure_standin, read_marker, standin_model_id
+from hear_features.defaults import HEAR_SIZED, MODEL_ENV, STANDIN, model_spec
+from hear_features.encoders.savedmodel import VIT_KIND, read_marker
+from hear_features.encoders.standin import ensure_standin, standin_model_id
+from hear_features.encoders.vit import ensure_vit
 from hear_features.errors import ModelAccessError, ModelNotFoundError
-
-DEFAULT_REPO = "google/hear"
-STANDIN = "standin"
-MODEL_ENV = "HEAR_MODEL"
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 MODEL_OPTIONS_HINT = (
-    "Give a model with --model (or HEAR_MODEL): a local SavedModel directory, "
+    f"Give a model with --model (or {MODEL_ENV}): a local SavedModel directory, "
     "a Hugging Face repo id (default google/hear), or the word 'standin' for the "
     "project's stand-in encoder (not HeAR)."
 )
@@ -54,11 +55,6 @@ def default_cache_dir() -> Path:
     return Path(base) / "hear-features"
 
 
-def model_spec_from_env(spec: str | None) -> str:
-    """The explicit spec, else ``$HEAR_MODEL``, else the default hub repository."""
-    return spec or os.environ.get(MODEL_ENV) or DEFAULT_REPO
-
-
 def resolve_model(
     spec: str | None = None,
     *,
@@ -68,10 +64,11 @@ def resolve_model(
     offline: bool | None = None,
 ) -> ResolvedModel:
     """Find (and if needed download or build) the model named by ``spec``."""
-    spec = model_spec_from_env(spec)
+    spec = model_spec(spec)
     if spec == STANDIN:
-        path = ensure_standin(cache_dir or default_cache_dir())
-        return local_model(path)
+        return local_model(ensure_standin(cache_dir or default_cache_dir()))
+    if spec == HEAR_SIZED:
+        return local_model(ensure_vit(cache_dir or default_cache_dir()))
     local = Path(spec).expanduser()
     if local.is_dir():
         return local_model(local)
@@ -81,8 +78,10 @@ def resolve_model(
 
 
 def local_model(path: Path) -> ResolvedModel:
-    """A SavedModel directory on disk; its id is the stand-in's or a content hash."""
+    """A SavedModel directory on disk; its id is the one our marker names, or a content hash."""
     marker = read_marker(path)
+    if marker is not None and marker.get("kind") == VIT_KIND:
+        return ResolvedModel(path, str(marker["model_id"]), True)
     if marker is not None:
         return ResolvedModel(path, standin_model_id(int(marker.get("seed", 0))), True)  # type: ignore[call-overload]
     return ResolvedModel(path, f"savedmodel:sha256:{savedmodel_digest(path)[:16]}", False)

@@ -16,43 +16,40 @@ It is *not* HeAR: every vector it produces carries the model id
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hear_features.encoders.savedmodel import (
+    MARKER_FILE,
+    N_MELS,
+    STANDIN_KIND,
+    ensure_built,
+    log_mel,
+    mel_weight_matrix,
+    read_marker,
+    write_savedmodel,
+)
 from hear_features.encoders.tf_runtime import import_tensorflow
+from hear_features.schema import CLIP_SAMPLES, EMBEDDING_DIM
+
+__all__ = [
+    "MARKER_FILE",
+    "build_standin",
+    "ensure_standin",
+    "log_mel_statistics",
+    "mel_weight_matrix",
+    "read_marker",
+    "standin_model_id",
+]
 
 STANDIN_VERSION = 1
-#: A file next to ``saved_model.pb`` that marks a directory as our stand-in.
-MARKER_FILE = "hear_features_standin.json"
-
-_N_FFT = 512
-_FRAME_LENGTH = 400
-_FRAME_STEP = 160
-_N_MELS = 128
-_EMBEDDING_DIM = 512
-_CLIP_SAMPLES = 32_000
 
 
 def standin_model_id(seed: int) -> str:
     return f"hear-features/standin@v{STANDIN_VERSION}-seed{seed}"
-
-
-def read_marker(model_dir: Path) -> dict[str, object] | None:
-    """The stand-in marker of ``model_dir``, or None when it is not our stand-in."""
-    path = model_dir / MARKER_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("kind") == "hear-features-standin" else None
 
 
 def build_standin(out_dir: str | os.PathLike[str], seed: int = 0) -> Path:
@@ -61,48 +58,39 @@ def build_standin(out_dir: str | os.PathLike[str], seed: int = 0) -> Path:
     The model is written to a temporary sibling and renamed into place, so a crash
     never leaves a half-written model that a later run would try to load.
     """
-    target = Path(out_dir)
-    if target.exists():
-        raise FileExistsError(f"{target} already exists; choose a new directory")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tf = import_tensorflow()
-    module = _make_module(tf, seed)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
-        marker = {"kind": "hear-features-standin", "version": STANDIN_VERSION, "seed": seed}
-        (tmp / MARKER_FILE).write_text(json.dumps(marker))
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+    if Path(out_dir).exists():
+        raise FileExistsError(f"{out_dir} already exists; choose a new directory")
+    module = _make_module(import_tensorflow(), seed)
+    marker = {"kind": STANDIN_KIND, "version": STANDIN_VERSION, "seed": seed}
+    return write_savedmodel(module, out_dir, marker)
 
 
 def ensure_standin(cache_dir: Path, seed: int = 0) -> Path:
     """The cached stand-in for ``seed`` under ``cache_dir``, built on first use."""
     target = cache_dir / f"standin-v{STANDIN_VERSION}-seed{seed}"
-    if (target / "saved_model.pb").is_file() and read_marker(target):
-        return target
-    if target.exists():  # left over from an older layout or a foreign write: rebuild
-        shutil.rmtree(target)
-    try:
-        return build_standin(target, seed)
-    except FileExistsError:  # another process won the race; its rename is complete
-        return target
+    return ensure_built(target, lambda path: build_standin(path, seed))
+
+
+def log_mel_statistics(tf: Any, x: Any, mel_matrix: Any) -> Any:
+    """The stand-in's front-end: clips [B, 32000] at 16 kHz -> [B, 256] log-mel statistics.
+
+    :func:`~hear_features.encoders.savedmodel.log_mel` (STFT 400/160, FFT 512, power,
+    ``mel_matrix`` from :func:`mel_weight_matrix`, natural log, minus the clip's mean),
+    then the mean and the standard deviation of each of the 128 mel bins over time,
+    concatenated. The stand-in projects these to 512 dimensions; the linear probe's
+    acoustic baseline uses them as they are.
+    """
+    features = log_mel(tf, tf.ensure_shape(x, [None, CLIP_SAMPLES]), mel_matrix)
+    return tf.concat(
+        [tf.reduce_mean(features, axis=1), tf.math.reduce_std(features, axis=1)], axis=-1
+    )
 
 
 def _make_module(tf: Any, seed: int) -> Any:
     """The tf.Module whose ``serve`` becomes the ``serving_default`` signature."""
     rng = np.random.default_rng(seed)
-    projection = rng.standard_normal((2 * _N_MELS, _EMBEDDING_DIM)) / np.sqrt(2 * _N_MELS)
-    mel_matrix = tf.signal.linear_to_mel_weight_matrix(
-        num_mel_bins=_N_MELS,
-        num_spectrogram_bins=_N_FFT // 2 + 1,
-        sample_rate=16_000,
-        lower_edge_hertz=0.0,
-        upper_edge_hertz=8_000.0,
-    )
+    projection = rng.standard_normal((2 * N_MELS, EMBEDDING_DIM)) / np.sqrt(2 * N_MELS)
+    mel_matrix = mel_weight_matrix(tf)
 
     class StandInHeAR(tf.Module):
         def __init__(self) -> None:
@@ -113,17 +101,9 @@ def _make_module(tf: Any, seed: int) -> Any:
                 projection.astype(np.float32), trainable=False, name="projection"
             )
 
-        @tf.function(input_signature=[tf.TensorSpec([None, _CLIP_SAMPLES], tf.float32, name="x")])
+        @tf.function(input_signature=[tf.TensorSpec([None, CLIP_SAMPLES], tf.float32, name="x")])
         def serve(self, x: Any) -> dict[str, Any]:
-            x = tf.ensure_shape(x, [None, _CLIP_SAMPLES])
-            stft = tf.signal.stft(x, _FRAME_LENGTH, _FRAME_STEP, fft_length=_N_FFT)
-            power = tf.math.square(tf.math.abs(stft))
-            mel = tf.tensordot(power, self.mel_matrix, axes=1)
-            log_mel = tf.math.log(mel + 1e-6)
-            log_mel -= tf.reduce_mean(log_mel, axis=[1, 2], keepdims=True)
-            stats = tf.concat(
-                [tf.reduce_mean(log_mel, axis=1), tf.math.reduce_std(log_mel, axis=1)], axis=-1
-            )
+            stats = log_mel_statistics(tf, x, self.mel_matrix)
             return {"output_0": tf.matmul(stats, self.projection)}
 
     return StandInHeAR()

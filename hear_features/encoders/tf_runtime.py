@@ -11,20 +11,23 @@ import contextlib
 import logging
 import os
 from types import ModuleType
-from typing import Literal
 
-from hear_features.errors import DeviceError
+from hear_features.devices import wants_gpu
+from hear_features.quiet import filtered_stderr
 
 log = logging.getLogger(__name__)
 
-DeviceRequest = Literal["auto", "cpu", "gpu"]
-DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "gpu")
-
 
 def import_tensorflow() -> ModuleType:
-    """Import TensorFlow with its C++ chatter reduced, and GPU memory growth enabled."""
+    """Import TensorFlow with its C++ chatter reduced, and GPU memory growth enabled.
+
+    ``TF_CPP_MIN_LOG_LEVEL=2`` (unless set) silences the runtime's INFO and WARNING logs;
+    the lines it prints while loading, before it reads that variable, are dropped by
+    :func:`hear_features.quiet.filtered_stderr` (any other output passes through).
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    with filtered_stderr():
+        import tensorflow as tf
 
     for gpu in tf.config.list_physical_devices("GPU"):
         # RuntimeError: the runtime is already initialised, and growth was set back then.
@@ -34,25 +37,13 @@ def import_tensorflow() -> ModuleType:
 
 
 def choose_device(requested: str, n_gpus: int) -> str:
-    """The TensorFlow device string for a request, given how many GPUs are visible.
-
-    ``auto`` takes the first GPU when there is one and the CPU otherwise; ``gpu`` without
-    a GPU is an error rather than a silent fallback, because the user asked for speed.
-    """
-    if requested not in DEVICE_CHOICES:
-        raise DeviceError(
-            f"unknown device {requested!r}; choose one of {', '.join(DEVICE_CHOICES)}"
-        )
-    if requested == "cpu":
-        return "/CPU:0"
-    if n_gpus > 0:
-        return "/GPU:0"
-    if requested == "gpu":
-        raise DeviceError(
-            "a GPU was requested but TensorFlow sees none: install the `gpu` extra "
-            "(tensorflow[and-cuda]) and check `nvidia-smi`, or use --device cpu"
-        )
-    return "/CPU:0"
+    """The TensorFlow device string for a request, given how many GPUs are visible
+    (the rules are :func:`hear_features.devices.wants_gpu`'s)."""
+    missing = (
+        "a GPU was requested but TensorFlow sees none: install the `gpu` extra "
+        "(tensorflow[and-cuda]) and check `nvidia-smi`, or use --device cpu"
+    )
+    return "/GPU:0" if wants_gpu(requested, n_gpus, missing=missing) else "/CPU:0"
 
 
 def resolve_device(requested: str) -> str:

@@ -5,6 +5,13 @@ appends one row per new clip to the registration table. It is idempotent: a clip
 latest registration already has the same metadata and location adds nothing. A clip
 whose metadata changed (a corrected label, a moved file) gets a new row with a new
 ``event_timestamp``, so point-in-time reads see the version valid at each moment.
+
+A manifest may carry the study's own columns (``gender``, ``covid``, ``age``...) once
+they are declared in ``feature_store.yaml`` (:mod:`hear_features.study`); their values
+are converted to the declared types. A manifest column that is neither built in nor
+declared is refused, with the declaration to paste (types guessed from the values) or
+``--ignore-column`` to leave it out: silently dropping study data would bias whatever is
+trained on the rest.
 """
 
 from __future__ import annotations
@@ -28,18 +35,23 @@ from hear_features.clips import (
     iter_clips,
 )
 from hear_features.errors import ConfigError, HearFeaturesError
-from hear_features.featurestore.tables import (
+from hear_features.featurestore.tables import append_rows, newest_per_key, read_table
+from hear_features.featurestore.tombstones import Tombstones
+from hear_features.locking import file_lock
+from hear_features.schema import (
+    CLIP_SECONDS,
+    CREATED,
+    EVENT_TIMESTAMP,
+    JOIN_KEY,
     REGISTRATION_SCHEMA,
     USER_METADATA,
-    append_rows,
-    read_table,
 )
-from hear_features.locking import file_lock
+from hear_features.study import StudyColumns, declaration_hint, infer_type
+from hear_features.timestamps import parse_timestamps
 
 log = logging.getLogger(__name__)
 
 MANIFEST_SUFFIXES = (".csv", ".parquet")
-_TIMESTAMP_COLUMN = "event_timestamp"
 
 
 @dataclass(frozen=True)
@@ -47,7 +59,7 @@ class Recording:
     """One audio file to register, with the metadata its clips will carry."""
 
     path: Path
-    metadata: dict[str, str | None]
+    metadata: dict[str, object]
     event_timestamp: dt.datetime | None = None
 
 
@@ -57,6 +69,13 @@ class RegisterReport:
     added: int = 0
     unchanged: int = 0
     problems: list[SourceProblem] = field(default_factory=list)
+    # Byte-identical copies with the same metadata: registered once, under the first path.
+    duplicates: list[SourceProblem] = field(default_factory=list)
+    # Audio registered before from another path for another subject: the newest
+    # registration wins, so the clip now belongs to this run's subject.
+    reassigned: list[SourceProblem] = field(default_factory=list)
+    # Forget record id -> recordings it had forgotten that were registered again.
+    readmitted: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -72,12 +91,15 @@ def recordings_from_inputs(
     inputs: Iterable[str],
     defaults: dict[str, str | None],
     sources: AudioSources | None = None,
+    study: StudyColumns = StudyColumns(),
+    ignore: Iterable[str] = (),
 ) -> tuple[list[Recording], list[SourceProblem]]:
     """Expand manifests (CSV/Parquet) and audio paths/folders/globs into recordings.
 
     Every audio location is checked against ``sources`` before anything reads it: a
     command-line input it refuses becomes a problem of that input, a manifest row it
-    refuses makes the whole manifest invalid (as any other bad row does).
+    refuses makes the whole manifest invalid (as any other bad row does). ``study``: the
+    declared study columns manifests may carry; ``ignore``: manifest columns to leave out.
     """
     sources = sources or AudioSources()
     recordings: list[Recording] = []
@@ -85,29 +107,37 @@ def recordings_from_inputs(
     plain: list[str] = []
     for item in inputs:
         if item.lower().endswith(MANIFEST_SUFFIXES) and Path(item).is_file():
-            recordings.extend(read_manifest(Path(item), defaults, sources))
+            recordings.extend(read_manifest(Path(item), defaults, sources, study, ignore))
         else:
             plain.append(item)
     paths, found_problems = discover_audio(plain)
     problems.extend(found_problems)
     paths, refused = allowed_paths(paths, sources)
     problems.extend(refused)
-    recordings.extend(Recording(p, dict(defaults)) for p in paths)
+    blank = {name: None for name in study}
+    recordings.extend(Recording(p, {**defaults, **blank}) for p in paths)
     return recordings, problems
 
 
 def read_manifest(
-    path: Path, defaults: dict[str, str | None], sources: AudioSources | None = None
+    path: Path,
+    defaults: dict[str, str | None],
+    sources: AudioSources | None = None,
+    study: StudyColumns = StudyColumns(),
+    ignore: Iterable[str] = (),
 ) -> list[Recording]:
     """Rows of a manifest: a ``path`` column (relative to the manifest, or a ``file://``
-    URI) and optional ``subject_id``, ``label``, ``dataset``, ``device`` and
-    ``event_timestamp`` columns."""
+    URI), optional ``subject_id``, ``label``, ``dataset``, ``device`` and
+    ``event_timestamp`` columns, and the declared ``study`` columns (any other column is
+    refused unless named in ``ignore``)."""
     sources = sources or AudioSources()
     try:
         frame = (
             pd.read_parquet(path)
             if path.suffix.lower() == ".parquet"
-            else pd.read_csv(path, dtype=str)
+            # Only an empty cell is missing: "None", "NaN" or "NA" in a text column (a
+            # label, a subject id) is kept as written, not silently turned into null.
+            else pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
         )
     except Exception as exc:  # pandas raises many parser errors
         raise ConfigError(f"manifest {path} cannot be read: {exc}") from exc
@@ -116,18 +146,20 @@ def read_manifest(
             f"manifest {path} has no 'path' column "
             f"(columns: {', '.join(map(str, frame.columns)) or 'none'})"
         )
-    unknown = set(frame.columns) - {"path", _TIMESTAMP_COLUMN, *USER_METADATA}
-    if unknown:
-        log.warning("manifest %s: ignoring columns %s", path, ", ".join(sorted(unknown)))
+    _refuse_undeclared(path, frame, study, set(ignore))
     timestamps = _manifest_timestamps(path, frame)
     recordings: list[Recording] = []
-    seen: dict[Path, dict[str, str | None]] = {}
+    seen: dict[Path, dict[str, object]] = {}
     for i, row in enumerate(frame.to_dict("records")):
         raw = row["path"]
         if not isinstance(raw, str) or not raw.strip():
             raise ConfigError(f"manifest {path}, row {i + 2}: empty 'path'")
         audio = _manifest_audio(path, i, raw, sources)
-        metadata = {key: _text(row.get(key), defaults.get(key)) for key in USER_METADATA}
+        metadata: dict[str, object] = {
+            key: _text(row.get(key), defaults.get(key)) for key in USER_METADATA
+        }
+        for name in study:
+            metadata[name] = study.convert(name, row.get(name), f"manifest {path}, row {i + 2}")
         if audio in seen:
             if seen[audio] != metadata:
                 raise ConfigError(
@@ -137,6 +169,24 @@ def read_manifest(
         seen[audio] = metadata
         recordings.append(Recording(audio, metadata, timestamps[i] if timestamps else None))
     return recordings
+
+
+def _refuse_undeclared(
+    path: Path, frame: pd.DataFrame, study: StudyColumns, ignore: set[str]
+) -> None:
+    """A column that is neither built in, declared nor ignored would be lost: refuse it,
+    with the declaration that would keep it."""
+    known = {"path", EVENT_TIMESTAMP, *USER_METADATA, *study}
+    unknown = [str(c) for c in frame.columns if c not in known and c not in ignore]
+    if not unknown:
+        return
+    guessed = {name: infer_type(frame[name].tolist()) for name in unknown}
+    raise ConfigError(
+        f"manifest {path} has column(s) {', '.join(unknown)} that the feature repository "
+        "does not declare, so their values would be lost. Declare them in "
+        f"feature_store.yaml (types guessed from the values):\n{declaration_hint(guessed)}\n"
+        "then run feast apply; or leave them out with --ignore-column NAME."
+    )
 
 
 def _manifest_audio(manifest: Path, i: int, raw: str, sources: AudioSources) -> Path:
@@ -151,20 +201,12 @@ def _manifest_audio(manifest: Path, i: int, raw: str, sources: AudioSources) -> 
 
 
 def _manifest_timestamps(path: Path, frame: pd.DataFrame) -> list[dt.datetime] | None:
-    if _TIMESTAMP_COLUMN not in frame.columns:
+    if EVENT_TIMESTAMP not in frame.columns:
         return None
-    parsed = pd.to_datetime(frame[_TIMESTAMP_COLUMN], utc=True, errors="coerce", format="ISO8601")
-    bad = parsed.isna()
-    if bad.any():
-        i = int(bad.to_numpy().argmax())
-        raise ConfigError(
-            f"manifest {path}, row {i + 2}: event_timestamp {frame[_TIMESTAMP_COLUMN].iloc[i]!r} "
-            "is not an ISO 8601 date/time"
-        )
-    return [
-        t.to_pydatetime().replace(tzinfo=dt.UTC) if t.tzinfo is None else t.to_pydatetime()
-        for t in parsed
-    ]
+    parsed = parse_timestamps(
+        frame[EVENT_TIMESTAMP], EVENT_TIMESTAMP, where=lambda i: f"manifest {path}, row {i + 2}"
+    )
+    return [t.to_pydatetime() for t in parsed]
 
 
 def _text(value: object, default: str | None) -> str | None:
@@ -182,28 +224,72 @@ def register(
     limits: AudioLimits | None = None,
     now: dt.datetime | None = None,
     lock_timeout_s: float = 600.0,
+    allow_forgotten: bool = False,
+    study: StudyColumns = StudyColumns(),
+    event_timestamp: dt.datetime | None = None,
 ) -> RegisterReport:
-    """Cut ``recordings`` into clips and append the new or changed ones to the table."""
+    """Cut ``recordings`` into clips and append the new or changed ones to the table.
+
+    Each row's ``created`` is ``now`` (default: the clock); its ``event_timestamp`` is the
+    recording's own, else ``event_timestamp``, else ``now``. ``study``: the declared study
+    columns, stored with every row (null where a recording has no value).
+
+    Audio that ``hear-features forget`` forgot (its tombstones,
+    :mod:`~hear_features.featurestore.tombstones`) is refused, naming the forget record,
+    unless ``allow_forgotten``: then it is registered and its tombstones removed.
+    """
     now = now or utc_now()
     report = RegisterReport()
+    forgotten = Tombstones(table_path)
+    readmit: list[tuple[str, list[int]]] = []
+    schema = study.extend(REGISTRATION_SCHEMA)
+    metadata = (*USER_METADATA, *study)
+    state_columns = (*metadata, "audio_uri")
     with file_lock(table_path, timeout_s=lock_timeout_s, what=f"registration table {table_path}"):
-        existing = read_table(table_path, REGISTRATION_SCHEMA)
-        latest = _latest_state(existing)
-        rows: dict[str, dict[str, object]] = {}
+        existing = read_table(table_path, schema)
+        latest = _latest_state(existing, state_columns)
+        rows: dict[str, dict[str, object]] = {}  # to append
+        seen: dict[str, dict[str, object]] = {}  # every clip of this run, new or unchanged
         for rec in recordings:
             try:
-                new_rows = _rows_for(rec, window_config, limits, now)
+                new_rows = _rows_for(rec, window_config, limits, now, event_timestamp)
             except HearFeaturesError as exc:
                 report.problems.append(
                     SourceProblem(str(rec.path), str(getattr(exc, "problem", exc)))
                 )
                 continue
+            digest = str(new_rows[0]["content_hash"]) if new_rows else ""
+            offsets = [round(float(r["offset_s"]) * 1000) for r in new_rows]  # type: ignore[arg-type]
+            by = forgotten.find(digest, offsets) if new_rows else None
+            if by is not None and not allow_forgotten:
+                report.problems.append(
+                    SourceProblem(
+                        str(rec.path),
+                        f"was forgotten (forget record {by}); pass --allow-forgotten "
+                        "to register it again",
+                    )
+                )
+                continue
+            earlier = [seen.get(str(r["clip_id"])) for r in new_rows]
+            if new_rows and all(
+                o is not None and _state_of(o, metadata) == _state_of(r, metadata)
+                for o, r in zip(earlier, new_rows, strict=True)
+            ):
+                first = earlier[0]["audio_uri"]  # type: ignore[index]
+                report.duplicates.append(
+                    SourceProblem(str(rec.path), f"has the same audio content as {first}")
+                )
+                continue
             clash = next(
-                (r for r in new_rows if _state_of(rows.get(str(r["clip_id"]), r)) != _state_of(r)),
+                (
+                    r
+                    for o, r in zip(earlier, new_rows, strict=True)
+                    if o is not None and _state_of(o, state_columns) != _state_of(r, state_columns)
+                ),
                 None,
             )
             if clash is not None:
-                other = rows[str(clash["clip_id"])]["audio_uri"]
+                other = seen[str(clash["clip_id"])]["audio_uri"]
                 report.problems.append(
                     SourceProblem(
                         str(rec.path),
@@ -213,23 +299,36 @@ def register(
                 )
                 continue
             report.recordings += 1
+            moved = _other_subject(new_rows, latest, state_columns)
+            if moved is not None:
+                report.reassigned.append(SourceProblem(str(rec.path), moved))
+            if by is not None:
+                readmit.append((digest, offsets))
             for row in new_rows:
-                if latest.get(str(row["clip_id"])) == _state_of(row):
+                seen[str(row["clip_id"])] = row
+                if latest.get(str(row["clip_id"])) == _state_of(row, state_columns):
                     report.unchanged += 1
                 else:
                     rows[str(row["clip_id"])] = row
         if rows:
             append_rows(
                 table_path,
-                pa.Table.from_pylist(list(rows.values()), REGISTRATION_SCHEMA),
-                REGISTRATION_SCHEMA,
+                pa.Table.from_pylist(list(rows.values()), schema),
+                schema,
             )
         report.added = len(rows)
+        for digest, offsets in readmit:
+            for forget_id in forgotten.remove(digest, offsets):
+                report.readmitted[forget_id] = report.readmitted.get(forget_id, 0) + 1
     return report
 
 
 def _rows_for(
-    rec: Recording, window_config: WindowConfig | None, limits: AudioLimits | None, now: dt.datetime
+    rec: Recording,
+    window_config: WindowConfig | None,
+    limits: AudioLimits | None,
+    now: dt.datetime,
+    event_timestamp: dt.datetime | None,
 ) -> list[dict[str, object]]:
     info = probe(rec.path, limits)
     digest = content_hash(rec.path)
@@ -240,32 +339,46 @@ def _rows_for(
             **rec.metadata,
             "audio_uri": ref.audio_uri,
             "offset_s": ref.offset_s,
-            "duration_s": 2.0,
+            "duration_s": CLIP_SECONDS,
             "sample_rate": info.sample_rate,
             "content_hash": digest,
-            "event_timestamp": rec.event_timestamp or now,
+            "event_timestamp": rec.event_timestamp or event_timestamp or now,
             "created": now,
         }
         for ref, _samples in iter_clips(rec.path, window_config, limits, digest=digest)
     ]
 
 
-_STATE_COLUMNS = (*USER_METADATA, "audio_uri")
+def _state_of(row: dict[str, object], columns: Iterable[str]) -> tuple[object, ...]:
+    return tuple(row.get(c) for c in columns)
 
 
-def _state_of(row: dict[str, object]) -> tuple[object, ...]:
-    return tuple(row.get(c) for c in _STATE_COLUMNS)
-
-
-def _latest_state(table: pa.Table) -> dict[str, tuple[object, ...]]:
-    """For each clip, the metadata of its newest registration."""
-    if table.num_rows == 0:
-        return {}
-    frame = table.select(["clip_id", "event_timestamp", "created", *_STATE_COLUMNS]).to_pandas()
-    frame = frame.sort_values(["event_timestamp", "created"]).drop_duplicates(
-        "clip_id", keep="last"
+def _other_subject(
+    rows: list[dict[str, object]],
+    latest: dict[str, tuple[object, ...]],
+    columns: tuple[str, ...],
+) -> str | None:
+    """Why registering ``rows`` moves audio from one subject to another, if it does: the
+    same audio (same clip ids) registered before from another file for another subject.
+    Such a copy would sit in train and test at once for a grouped split, so say it."""
+    before = latest.get(str(rows[0][JOIN_KEY])) if rows else None
+    if before is None:
+        return None
+    was = dict(zip(columns, before, strict=True))
+    now = rows[0]
+    if was["audio_uri"] == now["audio_uri"] or was["subject_id"] in (None, now["subject_id"]):
+        return None
+    return (
+        f"has the same audio content as {was['audio_uri']}, registered for subject "
+        f"{was['subject_id']}; it now belongs to subject {now['subject_id']} (the newest "
+        "registration wins)"
     )
+
+
+def _latest_state(table: pa.Table, columns: tuple[str, ...]) -> dict[str, tuple[object, ...]]:
+    """For each clip, the metadata (``columns``) of its newest registration."""
+    latest = newest_per_key(table, JOIN_KEY, EVENT_TIMESTAMP, CREATED)
     return {
-        row["clip_id"]: tuple(None if pd.isna(row[c]) else row[c] for c in _STATE_COLUMNS)
-        for row in frame.to_dict("records")
+        row[JOIN_KEY]: tuple(row[c] for c in columns)
+        for row in latest.select([JOIN_KEY, *columns]).to_pylist()
     }

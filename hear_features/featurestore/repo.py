@@ -1,13 +1,14 @@
-"""Finding the feature repository and opening it.
+"""Opening a feature repository, and where its offline tables live.
 
 Every ``hear-features`` command that touches the store takes ``--repo DIR``; without it
 the current directory is used when it holds ``feature_store.yaml``, else
-``./feature_repo``.
+``./feature_repo`` (:func:`~hear_features.featurestore.config.find_repo`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,36 +17,20 @@ from feast.errors import FeastObjectNotFoundException
 
 from hear_features.errors import ConfigError
 from hear_features.featurestore import runtime
-from hear_features.featurestore.settings import EncoderSettings
+from hear_features.featurestore.config import YAML, EncoderSettings, engine_config, find_repo
+from hear_features.quiet import quiet_warnings
 
 log = logging.getLogger(__name__)
 
-YAML = "feature_store.yaml"
-REGISTRATIONS_VIEW = "clip_metadata"
-EMBEDDINGS_VIEW = "cough_embeddings"
 
-
-def find_repo(repo: Path | None = None) -> Path:
-    """The feature repository to use (see the module docstring)."""
-    if repo is not None:
-        if not (repo / YAML).is_file():
-            raise ConfigError(f"{repo} is not a Feast feature repository (no {YAML} in it)")
-        return repo.resolve()
-    for candidate in (Path.cwd(), Path.cwd() / "feature_repo"):
-        if (candidate / YAML).is_file():
-            return candidate.resolve()
-    raise ConfigError(
-        f"no feature repository here: neither ./{YAML} nor ./feature_repo/{YAML} exists; "
-        "pass --repo DIR"
-    )
-
-
-def open_store(repo: Path | None = None) -> FeatureStore:
+def open_store(repo: str | os.PathLike[str] | None = None) -> FeatureStore:
     """A ``FeatureStore`` for the repository, with its encoder settings made active.
 
     Prefer this to ``FeatureStore(repo_path=...)`` in code that writes through the
     ``hear_embedding_on_write`` transformation: Feast runs that transformation before it
     touches any store, so nothing else can tell it which encoder the repository uses.
+    ``repo`` is the folder holding ``feature_store.yaml`` (a ``str`` or a path; default:
+    as :func:`~hear_features.featurestore.config.find_repo` says).
     """
     path = find_repo(repo)
     try:
@@ -53,7 +38,21 @@ def open_store(repo: Path | None = None) -> FeatureStore:
     except Exception as exc:  # Feast raises pydantic and its own errors for bad YAML
         raise ConfigError(f"{path / YAML} is not a valid Feast configuration: {exc}") from exc
     runtime.activate(EncoderSettings.from_repo_config(store.config))
+    quiet_warnings()  # Feast's modules put "once" filters ahead of ours when imported
     return store
+
+
+@dataclass(frozen=True)
+class Views:
+    """The names of the two views (``feature_store.yaml`` may rename them)."""
+
+    registrations: str
+    embeddings: str
+
+
+def views(store: FeatureStore) -> Views:
+    section = engine_config(store.config)
+    return Views(section.registrations_view, section.embeddings_view)
 
 
 @dataclass(frozen=True)
@@ -72,9 +71,10 @@ def tables(store: FeatureStore) -> Tables:
     them: ``<repo>/data/``.
     """
     default = Path(store.repo_path) / "data"
+    names = views(store)
     return Tables(
-        registrations=_view_path(store, REGISTRATIONS_VIEW) or default / "registrations.parquet",
-        embeddings=_view_path(store, EMBEDDINGS_VIEW) or default / "embeddings.parquet",
+        registrations=_view_path(store, names.registrations) or default / "registrations.parquet",
+        embeddings=_view_path(store, names.embeddings) or default / "embeddings.parquet",
     )
 
 

@@ -10,22 +10,20 @@ The settings come, in order, from:
 
 1. :func:`activate`, called by our batch engine and online store when Feast builds them
    from ``feature_store.yaml``, and by :func:`hear_features.featurestore.open_store`;
-2. ``HEAR_MODEL`` in the environment;
-3. the ``feature_store.yaml`` of the current directory (or ``./feature_repo``), which is
-   where the ``feast`` CLI runs.
+2. the ``feature_store.yaml`` of the current directory (or ``./feature_repo``), which is
+   where the ``feast`` CLI runs (``HEAR_MODEL`` overrides its model, as everywhere);
+3. ``HEAR_MODEL`` alone, outside any repository.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from pathlib import Path
 
+from hear_features.defaults import MODEL_ENV, model_from_env, model_spec
 from hear_features.encoders import HearEncoder
-from hear_features.encoders.resolve import MODEL_ENV
 from hear_features.errors import ConfigError
-from hear_features.featurestore.settings import EncoderSettings
+from hear_features.featurestore.config import YAML, EncoderSettings, find_repo_here
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +37,7 @@ def encoder_for(settings: EncoderSettings) -> HearEncoder:
     with _lock:
         encoder = _encoders.get(settings)
         if encoder is None:
-            encoder = HearEncoder.load(
-                settings.model,
-                revision=settings.revision,
-                batch_size=settings.batch_size,
-                device=settings.device,
-            )
+            encoder = settings.load()
             log.info("loaded encoder %s", encoder.describe())
             _encoders[settings] = encoder
         return encoder
@@ -60,14 +53,13 @@ def active_settings() -> EncoderSettings:
     """The settings for on-demand transformations (see the module docstring)."""
     if _active is not None:
         return _active
-    if os.environ.get(MODEL_ENV):
-        return EncoderSettings.from_mapping({})
-    for candidate in (Path.cwd(), Path.cwd() / "feature_repo"):
-        if (candidate / "feature_store.yaml").is_file():
-            from feast.repo_config import load_repo_config
+    repo = find_repo_here()
+    if repo is not None:
+        from feast.repo_config import load_repo_config
 
-            config = load_repo_config(candidate, candidate / "feature_store.yaml")
-            return EncoderSettings.from_repo_config(config)
+        return EncoderSettings.from_repo_config(load_repo_config(repo, repo / YAML))
+    if model_from_env() is not None:
+        return EncoderSettings(model=model_spec())
     raise ConfigError(
         "no encoder is configured for the HeAR transformation: open the store with "
         "hear_features.featurestore.open_store(REPO), run from the feature repository, "

@@ -18,8 +18,8 @@ import numpy as np
 
 from hear_features.audio import clip_from_samples
 from hear_features.embedding import Encoder
-from hear_features.encoders import EMBEDDING_DIM
 from hear_features.featurestore import runtime
+from hear_features.schema import EMBEDDING_DIM
 
 #: Feast's placeholder for an Int32 request field at ``feast apply``.
 _FEAST_PLACEHOLDER_RATE = 1
