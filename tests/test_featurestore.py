@@ -429,3 +429,49 @@ def test_a_registration_dated_before_the_last_run_still_goes_online(
     old_id = next(r["clip_id"] for r in reg if r["label"] == "old")
     out = store.get_online_features(["cough_embeddings:label"], [{"clip_id": old_id}]).to_dict()
     assert out["label"] == ["old"]
+
+
+def test_a_refused_recording_goes_online_in_no_view_and_the_others_in_every_view(
+    tmp_path: Path, standin_dir: Path
+) -> None:
+    """Whatever order Feast lists the views in, the embeddings view runs first: a
+    recording it refuses (changed since registered) reaches neither view online, the
+    clips of the same run that were fine reach both, and the run fails naming it."""
+    repo, _ = _small_repo(tmp_path, standin_dir, NOW - dt.timedelta(hours=2))
+    feast(repo, "materialize-incremental", end_time())
+    fine, changed = tmp_path / "fine.wav", tmp_path / "changed.wav"
+    sf.write(fine, noise(2.0, 16_000, seed=11), 16_000)
+    sf.write(changed, noise(2.0, 16_000, seed=12), 16_000)
+    register(repo, str(fine), "--label", "fine")
+    register(repo, str(changed), "--label", "changed")
+    sf.write(changed, noise(2.0, 16_000, seed=13), 16_000)  # after registration
+
+    failed = feast(repo, "materialize-incremental", end_time(), check=False)
+
+    text = " ".join((failed.stdout + failed.stderr).split())
+    assert failed.returncode != 0
+    assert f"{changed}: changed since it was registered" in text, text
+    ids = {r["label"]: r["clip_id"] for r in registrations(repo).to_pylist()}
+    features = ["clip_metadata:label", "cough_embeddings:embedding"]
+    store = open_store(repo)
+
+    def online(label: str) -> tuple[object, object]:
+        row = store.get_online_features(features, [{"clip_id": ids[label]}]).to_dict()
+        return row["label"][0], row["embedding"][0]
+
+    label, vector = online("fine")
+    assert label == "fine" and vector is not None and len(vector) == 512
+    assert online("changed") == (None, None)
+
+    # Registered again, as the message says: the old registration is superseded (the
+    # file no longer holds its audio), neither embedded nor sent online, nor an error.
+    register(repo, str(changed), "--label", "changed")
+    old_id = ids["changed"]
+    ids = {r["label"]: r["clip_id"] for r in registrations(repo).to_pylist()}
+    again = feast(repo, "materialize-incremental", end_time(), check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "embedded 1 clips" in again.stdout and "superseded 1" in again.stdout
+    label, vector = online("changed")
+    assert label == "changed" and vector is not None and len(vector) == 512
+    ids["old"] = old_id
+    assert online("old") == (None, None)

@@ -44,7 +44,6 @@ from feast.infra.registry.base_registry import BaseRegistry
 from tqdm import tqdm
 
 from hear_features.encoders import HearEncoder, resolve_model
-from hear_features.errors import MaterializationError
 from hear_features.featurestore import forget, runtime
 from hear_features.featurestore.config import (
     EncoderSettings,
@@ -53,16 +52,15 @@ from hear_features.featurestore.config import (
     engine_config,
     repo_path,
 )
-from hear_features.featurestore.materialize import (
-    ClipEmbedding,
-    Embedder,
-    LocalEmbedding,
+from hear_features.featurestore.materialize import ClipEmbedding, Embedder, LocalEmbedding
+from hear_features.featurestore.online.identity import applied_id
+from hear_features.featurestore.online.store import HearOnlineStore, view_table
+from hear_features.featurestore.online_send import (
+    only_clips,
     parquet_table,
     rows_to_send,
     write_online,
 )
-from hear_features.featurestore.online.identity import applied_id
-from hear_features.featurestore.online.store import HearOnlineStore, view_table
 from hear_features.featurestore.tables import ensure_table
 from hear_features.featurestore.watermark import OnlineWatermark
 from hear_features.locking import file_lock
@@ -81,6 +79,9 @@ class HearEngine(LocalComputeEngine):
         runtime.activate(self.settings)
         self._encoder: HearEncoder | None = None
         self._forgets_checked = False
+        # This run's clips that go online in no view (see :meth:`materialize`).
+        self._refused: frozenset[str] = frozenset()
+        self._superseded: frozenset[str] = frozenset()
         self.embedder = Embedder(self._clip_embedding(), self._model_id, self.config.study)
 
     # ---- Feast hooks -------------------------------------------------------------
@@ -117,6 +118,27 @@ class HearEngine(LocalComputeEngine):
             if isinstance(getattr(view, "batch_source", None), FileSource):
                 OnlineWatermark(_source_path(view)).forget()
 
+    @property
+    def supports_batch(self) -> bool:
+        """Feast hands every view of a run to :meth:`materialize` at once."""
+        return True
+
+    def materialize(
+        self,
+        registry: BaseRegistry,
+        tasks: MaterializationTask | list[MaterializationTask],
+        **kwargs: Any,
+    ) -> list[Any]:
+        """Materialise the views of one run, the embeddings view first, whatever order
+        Feast lists them in: the clips whose recording the embedding step refuses (outside
+        the audio roots, changed since registered, unreadable) then go online in no view,
+        and the run fails naming them, after the other views are done."""
+        tasks = [tasks] if isinstance(tasks, MaterializationTask) else list(tasks)
+        first = sorted(tasks, key=lambda t: t.feature_view.name != self.config.embeddings_view)
+        self._refused = self._superseded = frozenset()
+        jobs = {id(task): self._materialize_one(registry, task, **kwargs) for task in first}
+        return [jobs[id(task)] for task in tasks]
+
     def _materialize_one(
         self, registry: BaseRegistry, task: MaterializationTask, **kwargs: Any
     ) -> Any:
@@ -132,12 +154,15 @@ class HearEngine(LocalComputeEngine):
             if table is None:
                 return super()._materialize_one(registry, task, **kwargs)
             watermark = OnlineWatermark(_source_path(view), self._online_id(task))
+            held = only_clips(table, self._refused) if locked and self._refused else None
             rows = rows_to_send(table, task, watermark, view.join_keys[0])
+            if locked and (self._refused or self._superseded):
+                rows = only_clips(rows, self._refused | self._superseded, keep=False)
             written = write_online(self.online_store, self.repo_config, registry, task, rows)
-            watermark.advance(table, task.end_time)
+            watermark.advance(table, task.end_time, held_back=held)
             watermark.save()
         tqdm.write(f"{view.name}: {written} rows written online")
-        return _succeeded(task)
+        return _job(task)
 
     def _online_id(self, task: MaterializationTask) -> str | None:
         """The online database's id (:func:`~.online.identity.applied_id`: refuses, saying
@@ -169,9 +194,11 @@ class HearEngine(LocalComputeEngine):
         registrations = registry.get_feature_view(self.config.registrations_view, task.project)
         online_id = self._online_id(task)  # before any work: the database must be there
         with self._lock(task.feature_view, "embeddings table"):
-            stats, problems, emb = self.embedder.embed_pending(
+            result = self.embedder.embed_pending(
                 _source_path(registrations), table_path, task.end_time, task.tqdm_builder
             )
+            stats, emb = result.stats, result.table
+            self._refused, self._superseded = result.refused, result.superseded
             watermark = OnlineWatermark(table_path, online_id)
             try:
                 rows = rows_to_send(emb, task, watermark)
@@ -181,19 +208,8 @@ class HearEngine(LocalComputeEngine):
                 watermark.advance(emb, task.end_time)
             finally:  # the counters are true even when the online write failed
                 watermark.save(stats)
-        tqdm.write(
-            f"{self.config.embeddings_view}: embedded {stats.embedded} clips with {stats.model_id} "
-            f"(reused {stats.reused}, already stored {stats.already_stored}, "
-            f"failed {stats.failed}); "
-            f"{stats.sent_online} rows written online"
-        )
-        if problems:
-            listing = "; ".join(f"{uri}: {problem}" for uri, problem in problems[:10])
-            raise MaterializationError(
-                f"{len(problems)} recording(s) could not be embedded "
-                f"(the other clips were stored): {listing}"
-            )
-        return _succeeded(task)
+        tqdm.write(result.summary(self.config.embeddings_view))
+        return _job(task, result.refusal())
 
     # ---- the executor and the encoder ---------------------------------------------
 
@@ -219,10 +235,12 @@ class HearEngine(LocalComputeEngine):
         return resolve_model(self.settings.model, revision=self.settings.revision).model_id
 
 
-def _succeeded(task: MaterializationTask) -> LocalMaterializationJob:
+def _job(task: MaterializationTask, error: Exception | None = None) -> LocalMaterializationJob:
+    """A finished job; Feast records the run for the view unless ``error``."""
     return LocalMaterializationJob(
         job_id=f"{task.feature_view.name}-{task.start_time}-{task.end_time}",
-        status=MaterializationJobStatus.SUCCEEDED,
+        status=MaterializationJobStatus.ERROR if error else MaterializationJobStatus.SUCCEEDED,
+        error=error,
     )
 
 

@@ -9,16 +9,10 @@ For the embeddings view (:func:`materialize_embeddings`):
    embed it: once per (audio content, model). The new row carries the registration's
    metadata and study columns;
 3. append the new rows to the embeddings Parquet atomically;
-4. write to the online store the rows of the task's window and every row not yet
-   confirmed online (:mod:`~hear_features.featurestore.watermark`), straight from
-   memory rather than reading the Parquet back;
-5. move the watermark.
-
-For a plain view over one Parquet file (:func:`parquet_table`, ``clip_metadata``), the
-file is read with pyarrow and the same rule picks the rows to send (:func:`rows_to_send`:
-the task's window and every row not yet confirmed online, whatever its event
-timestamp), newest per entity, as Feast's local engine would, without its DuckDB round
-trip and per-value conversions.
+4. (:mod:`~hear_features.featurestore.online_send`) write to the online store the rows
+   of the task's window and every row not yet confirmed online
+   (:mod:`~hear_features.featurestore.watermark`), straight from memory rather than
+   reading the Parquet back, and move the watermark.
 """
 
 from __future__ import annotations
@@ -27,28 +21,27 @@ import datetime as dt
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from feast import FeatureView, FileSource
-from feast.infra.common.materialization_job import MaterializationTask
-from feast.infra.registry.base_registry import BaseRegistry
-from feast.repo_config import RepoConfig
-from feast.utils import _convert_arrow_to_proto
 
 from hear_features.audio import windows_at
 from hear_features.audio.sources import AudioSources
 from hear_features.clips import ClipRef, content_hash
 from hear_features.embedding import Encoder, embed_recordings
 from hear_features.embeddings_file import embedding_column
-from hear_features.errors import AudioError, ModelMismatchError, SourceRefused
-from hear_features.featurestore.online.store import HearOnlineStore
-from hear_features.featurestore.tables import append_rows, newest_per_key, read_table
-from hear_features.featurestore.watermark import EmbedStats, OnlineWatermark
+from hear_features.errors import (
+    AudioError,
+    MaterializationError,
+    ModelMismatchError,
+    SourceRefused,
+)
+from hear_features.featurestore.tables import append_rows, read_table
+from hear_features.featurestore.watermark import EmbedStats
 from hear_features.schema import (
     CLIP_FIELDS,
     CREATED,
@@ -63,9 +56,6 @@ from hear_features.schema import (
 from hear_features.study import StudyColumns
 
 log = logging.getLogger(__name__)
-
-#: Rows per online write: bounds the memory of the proto conversion.
-ONLINE_BATCH = 10_000
 
 #: (uri, problem) of a recording that could not be embedded.
 Problem = tuple[str, str]
@@ -106,6 +96,44 @@ class LocalEmbedding:
         return embed_clip_rows(rows, self.encoder(), self.sources, self.batch_size, on_batch)
 
 
+@dataclass(frozen=True)
+class EmbedResult:
+    """What :meth:`Embedder.embed_pending` did."""
+
+    stats: EmbedStats
+    #: The recordings that could not be embedded, with the reason.
+    problems: list[Problem]
+    #: The whole embeddings table after the append.
+    table: pa.Table
+    #: Clip ids registered but refused (their recording is in ``problems``): no view may
+    #: send them online.
+    refused: frozenset[str] = frozenset()
+    #: Clips of a file registered again since, with other content: the file no longer
+    #: holds them, so they are never embedded nor sent online.
+    superseded: frozenset[str] = frozenset()
+
+    def summary(self, view: str) -> str:
+        """One line for the ``feast materialize`` output."""
+        s = self.stats
+        return (
+            f"{view}: embedded {s.embedded} clips with {s.model_id} (reused {s.reused}, "
+            f"already stored {s.already_stored}, failed {s.failed}"
+            f"{f', superseded {s.superseded}' if s.superseded else ''}); "
+            f"{s.sent_online} rows written online"
+        )
+
+    def refusal(self) -> MaterializationError | None:
+        """The error that fails the run when recordings could not be embedded."""
+        if not self.problems:
+            return None
+        listing = "; ".join(f"{uri}: {problem}" for uri, problem in self.problems[:10])
+        return MaterializationError(
+            f"{len(self.problems)} recording(s) could not be embedded; their "
+            f"{len(self.refused)} clip(s) went online in no view "
+            f"(the other clips were stored): {listing}"
+        )
+
+
 class Embedder:
     """Embeds the registration rows that have no vector yet, and appends them."""
 
@@ -130,11 +158,12 @@ class Embedder:
         embeddings: Path,
         until: dt.datetime,
         bar: Callable[[int], Any] | None = None,
-    ) -> tuple[EmbedStats, list[Problem], pa.Table]:
+    ) -> EmbedResult:
         """Append an embeddings row for every registration row (up to ``until``) lacking one.
 
-        Returns what was done, the recordings that failed, and the whole embeddings table
-        as it now is. ``bar(total)`` makes a progress bar (Feast's tqdm builder).
+        Returns what was done, the recordings that failed and their clips, and the whole
+        embeddings table as it now is. ``bar(total)`` makes a progress bar (Feast's tqdm
+        builder).
         """
         reg = read_table(registrations, self.registration_schema)
         ts = reg[EVENT_TIMESTAMP]
@@ -147,13 +176,14 @@ class Embedder:
         pending = reg.filter(_lacking_embeddings(reg, emb))
         stats.already_stored = reg.num_rows - pending.num_rows
         if pending.num_rows == 0:
-            return stats, [], emb
+            return EmbedResult(stats, [], emb)
 
         vectors = _vectors_by_clip(emb)
+        superseded = _superseded(reg) - vectors.keys()
         missing = {
             row[JOIN_KEY]: row
             for row in pending.select(list(CLIP_COLUMNS)).to_pylist()
-            if row[JOIN_KEY] not in vectors
+            if row[JOIN_KEY] not in vectors and row[JOIN_KEY] not in superseded
         }
         problems: list[Problem] = []
         if missing:
@@ -167,15 +197,18 @@ class Embedder:
                     progress.close()
             vectors.update(computed)
             stats.embedded = len(computed)
-        ready = pending.filter(pa.array([c in vectors for c in pending[JOIN_KEY].to_pylist()]))
-        stats.failed = pending.num_rows - ready.num_rows
+        pending_ids = pending[JOIN_KEY].to_pylist()
+        ready = pending.filter(pa.array([c in vectors for c in pending_ids]))
+        stats.superseded = sum(c in superseded for c in pending_ids)
+        stats.failed = pending.num_rows - ready.num_rows - stats.superseded
         # Rows that got a vector without an encoder call of their own: a stored clip
         # registered again, or a clip with several registrations in this run.
         stats.reused = ready.num_rows - stats.embedded
         if ready.num_rows:
             rows = _embedding_rows(ready, vectors, model_id, self.study)
             emb = append_rows(embeddings, rows, self.embedding_schema)
-        return stats, problems, emb
+        refused = frozenset(pending_ids) - vectors.keys() - superseded
+        return EmbedResult(stats, problems, emb, refused, frozenset(superseded))
 
 
 def embed_clip_rows(
@@ -237,86 +270,6 @@ def embed_clip_rows(
     return computed, problems
 
 
-def rows_to_send(
-    table: pa.Table, task: MaterializationTask, watermark: OnlineWatermark, key: str = JOIN_KEY
-) -> pa.Table:
-    """The rows to write online, by one rule for every view: the task's window and every
-    row not yet confirmed online (whatever its event timestamp), newest per entity.
-
-    ``table`` has ``event_timestamp`` and (for the watermark) ``created`` columns."""
-    wanted = in_window(table, task, EVENT_TIMESTAMP)
-    if CREATED in table.column_names:
-        wanted = pc.or_(wanted, watermark.unsent(table, task.end_time))
-    created = CREATED if CREATED in table.column_names else None
-    return newest_per_key(table.filter(wanted), key, EVENT_TIMESTAMP, created)
-
-
-def parquet_table(online_store: Any, task: MaterializationTask) -> pa.Table | None:
-    """The whole Parquet file of a plain view (its timestamp columns named
-    ``event_timestamp`` and ``created``); None when the view is not such a view, or the
-    online store is not ours (then Feast's local engine does the work)."""
-    view = task.feature_view
-    source = view.batch_source
-    if not (
-        isinstance(online_store, HearOnlineStore)
-        and type(view) is FeatureView
-        and isinstance(source, FileSource)
-        and source.path.endswith(".parquet")
-        and not source.field_mapping
-        and len(view.join_keys) == 1
-    ):
-        return None
-    table = pq.read_table(source.path)
-    created = source.created_timestamp_column or None
-    renames = {source.timestamp_field: EVENT_TIMESTAMP, **({created: CREATED} if created else {})}
-    return table.rename_columns([renames.get(c, c) for c in table.column_names])
-
-
-def write_online(
-    online_store: Any,
-    config: RepoConfig,
-    registry: BaseRegistry,
-    task: MaterializationTask,
-    rows: pa.Table,
-) -> int:
-    """Write Arrow rows of ``task``'s view to any online store, in bounded batches:
-    directly to :class:`HearOnlineStore` (its Arrow fast path, then one index save),
-    else through Feast's Arrow-to-proto conversion."""
-    if rows.num_rows == 0:
-        return 0
-    view = task.feature_view
-    join_keys = {
-        entity.join_key: entity.value_type
-        for entity in (registry.get_entity(name, task.project) for name in view.entities)
-    }
-    bar = task.tqdm_builder(rows.num_rows) if task.tqdm_builder else None
-    progress = bar.update if bar is not None else None
-    direct = isinstance(online_store, HearOnlineStore) and len(join_keys) == 1
-    for batch in rows.to_batches(max_chunksize=ONLINE_BATCH):
-        if direct:
-            (join_key,) = join_keys
-            online_store.write_arrow(
-                config, view, pa.Table.from_batches([batch]), join_key, progress
-            )
-        else:
-            protos = _convert_arrow_to_proto(batch, view, join_keys)
-            online_store.online_write_batch(config, view, protos, progress)
-    if direct:
-        online_store.checkpoint(config, view)
-    if bar is not None:
-        bar.close()
-    return rows.num_rows
-
-
-def in_window(table: pa.Table, task: MaterializationTask, ts: str) -> pa.ChunkedArray:
-    """Rows with ``start <= ts < end`` (every row with ``disable_event_timestamp``)."""
-    column = table[ts]
-    if task.disable_event_timestamp:
-        return pa.chunked_array([pa.array(np.ones(table.num_rows, dtype=bool))])
-    after_start = pc.greater_equal(column, pa.scalar(task.start_time, column.type))
-    return pc.and_(after_start, pc.less(column, pa.scalar(task.end_time, column.type)))
-
-
 def _refuse_other_models(emb: pa.Table, model_id: str, path: Path) -> None:
     others = sorted(set(emb[MODEL_ID].to_pylist()) - {model_id})
     if others:
@@ -359,6 +312,20 @@ def _lacking_embeddings(reg: pa.Table, emb: pa.Table) -> pa.Array:
             for c, t, created in rows
         ],
         pa.bool_(),
+    )
+
+
+def _superseded(reg: pa.Table) -> frozenset[str]:
+    """Clips whose file was registered again later with other content (the file changed
+    and the user registered it again, as the error message asks): the file at that
+    location no longer holds them."""
+    columns = [reg[c].to_pylist() for c in (JOIN_KEY, "audio_uri", "content_hash", CREATED)]
+    newest: dict[str, tuple[Any, str]] = {}
+    for _, uri, digest, created in zip(*columns, strict=True):
+        if uri not in newest or newest[uri][0] <= created:
+            newest[uri] = (created, digest)
+    return frozenset(
+        clip for clip, uri, digest, _ in zip(*columns, strict=True) if newest[uri][1] != digest
     )
 
 

@@ -45,6 +45,7 @@ class EmbedStats:
     reused: int = 0
     already_stored: int = 0
     failed: int = 0
+    superseded: int = 0
     sent_online: int = 0
     model_id: str = ""
 
@@ -76,11 +77,19 @@ class OnlineWatermark:
         cutoff = pa.scalar(self.value, emb[CREATED].type)
         return pc.and_(pc.greater(emb[CREATED], cutoff), before_end)
 
-    def advance(self, emb: pa.Table, until: dt.datetime) -> None:
+    def advance(self, emb: pa.Table, until: dt.datetime, held_back: pa.Table | None = None) -> None:
         """After a successful write of every row before ``until``: the newest ``created``
-        among them is online (in the database ``online_id``)."""
+        among them is online (in the database ``online_id``).
+
+        ``held_back``: rows of ``emb`` kept out of this write (their recording was
+        refused). The watermark stays below the oldest of them, so they are sent by a
+        later run once they can be."""
         ts = emb[EVENT_TIMESTAMP]
         sent = emb.filter(pc.less(ts, pa.scalar(until, ts.type)))
+        if held_back is not None and held_back.num_rows:
+            sent = sent.filter(pc.less(sent[CREATED], pc.min(held_back[CREATED])))
+            if sent.num_rows == 0:
+                return  # nothing before the oldest held-back row: the watermark stays
         newest = pc.max(sent[CREATED]).as_py() if sent.num_rows else None
         self.state["online_watermark"] = newest.isoformat() if newest is not None else None
         if self.online_id is not None:
