@@ -32,8 +32,11 @@ install-test: $(TEST_STAMP)
 demo: install
 	$(BIN)/hear-features demo
 
+# Test files are spread over TEST_WORKERS processes, each file whole in one of them
+# (module fixtures such as a materialised repo are built once).
+TEST_WORKERS ?= 2
 test: install-test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: install-test
 	$(BIN)/python bench/embed.py

@@ -221,15 +221,18 @@ _IN_WORDS: Final = {
 
 
 def infer_type(values: Iterable[object]) -> str:
-    """The narrowest declarable type that every non-empty value fits (for suggestions)."""
+    """The narrowest declarable type that every non-empty value fits (for suggestions);
+    words that mean a missing value in the other types (``N/A``, ``NaN`` ...) are
+    skipped, as :meth:`StudyColumns.convert` reads them."""
     present = [v for v in values if v is not None and str(v).strip() != "" and v == v]
+    known = [v for v in present if not (isinstance(v, str) and v.strip().lower() in MISSING_WORDS)]
     for kind in ("bool", "int64", "float64"):
         try:
-            for value in present:
+            for value in known:
                 _CONVERTERS[kind](value.strip() if isinstance(value, str) else value)
         except (TypeError, ValueError, OverflowError):
             continue
-        if present:
+        if known:
             return kind
     return "string"
 

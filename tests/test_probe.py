@@ -22,12 +22,12 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
+from hear_features import where as where_mod
 from hear_features.cli import app
 from hear_features.errors import ProbeError
 from hear_features.featurestore.repo import open_store
 from hear_features.probe import ProbeConfig, evaluate, from_frame, from_store
 from hear_features.probe import metrics as probe_metrics
-from hear_features.probe import where as where_mod
 from hear_features.probe.selection import Selection, filtered, to_recordings
 from hear_features.synthetic import cough, speech
 from tests.conftest import T1, T2, Workflow, feast

@@ -78,6 +78,33 @@ def test_a_copy_registered_later_for_another_subject_is_reported(tmp_path: Path)
     )
 
 
+def test_a_file_changed_in_place_and_registered_again_is_reported(tmp_path: Path) -> None:
+    """The new audio is registered; the earlier clips of that file are not touched (they
+    may be in a training set already), and the report names them and how to remove them."""
+    a, _, _ = copies(tmp_path / "audio")
+    table = tmp_path / "registrations.parquet"
+    meta = {"label": "cough", "subject_id": "P01"}
+    old = register([Recording(a, dict(meta))], table)
+    assert old.replaced == []
+    old_id = pq.read_table(table)["recording_id"][0].as_py()
+    sf.write(a, noise(2.0, 16_000, seed=9), 16_000)  # overwritten in place
+
+    report = register([Recording(a, dict(meta))], table)
+
+    assert report.problems == [] and report.added == 1
+    assert [(r.source, r.problem) for r in report.replaced] == [
+        (
+            str(a),
+            f"held other audio when registered before (recording {old_id}); those clips "
+            "stay in the store (and searchable, once materialised): remove them with "
+            f"`hear-features forget --recording {old_id}`",
+        )
+    ]
+    assert set(pq.read_table(table)["recording_id"].to_pylist()) > {old_id}
+    again = register([Recording(a, dict(meta))], table)  # until the old one is forgotten
+    assert again.added == 0 and len(again.replaced) == 1
+
+
 def test_the_cli_reports_copies_and_exits_zero(tmp_path: Path, standin_dir: Path) -> None:
     a, b, _ = copies(tmp_path / "audio")
     repo = make_repo(tmp_path / "repo", standin_dir)

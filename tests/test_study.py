@@ -44,7 +44,7 @@ from hear_features.featurestore.registration import read_manifest
 from hear_features.featurestore.repo import open_store
 from hear_features.featurestore.search import clip_search, similar_clips
 from hear_features.featurestore.training import training_set
-from hear_features.study import StudyColumns
+from hear_features.study import StudyColumns, infer_type
 from hear_features.synthetic import SyntheticItem, write_corpus
 from tests.conftest import end_time, feast, hear_cli, iso, make_repo, register
 from tests.support.launch import launch, stop
@@ -640,3 +640,19 @@ def test_words_for_missing_are_kept_in_text_columns_and_null_in_number_columns(
     assert (a.metadata["age"], a.metadata["covid"]) == (None, None)
     assert (b.metadata["label"], b.metadata["severity"], b.metadata["age"]) == ("NaN", None, None)
     assert (c.metadata["label"], c.metadata["age"], c.metadata["covid"]) == ("unlabelled", 41, True)
+
+
+@pytest.mark.parametrize(
+    ("values", "kind"),
+    [
+        (["yes", "N/A", "no", ""], "bool"),  # N/A is a missing value, not text
+        (["41", "NaN", "73"], "int64"),
+        (["1.5", "null", "2"], "float64"),
+        (["N/A", "n/a"], "string"),  # nothing but missing words: nothing to go on
+        (["female", "N/A"], "string"),
+    ],
+)
+def test_the_suggested_declaration_reads_missing_words_as_missing(
+    values: list[str], kind: str
+) -> None:
+    assert infer_type(values) == kind

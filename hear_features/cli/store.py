@@ -119,7 +119,7 @@ def register(
     )
     for d in report.duplicates:
         console.print(f"= {d.source}: {d.problem}; registered once", highlight=False)
-    for r in report.reassigned:
+    for r in (*report.reassigned, *report.replaced):
         err_console.print(f"[yellow]![/] {r.source}: {r.problem}", highlight=False)
     for p in problems:
         err_console.print(f"[red]x[/] {p.source}: {p.problem}", highlight=False)

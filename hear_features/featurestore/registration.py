@@ -35,14 +35,13 @@ from hear_features.clips import (
     iter_clips,
 )
 from hear_features.errors import ConfigError, HearFeaturesError
-from hear_features.featurestore.tables import append_rows, newest_per_key, read_table
+from hear_features.featurestore import registration_history as history
+from hear_features.featurestore.tables import append_rows, read_table
 from hear_features.featurestore.tombstones import Tombstones
 from hear_features.locking import file_lock
 from hear_features.schema import (
     CLIP_SECONDS,
-    CREATED,
     EVENT_TIMESTAMP,
-    JOIN_KEY,
     REGISTRATION_SCHEMA,
     USER_METADATA,
 )
@@ -74,6 +73,9 @@ class RegisterReport:
     # Audio registered before from another path for another subject: the newest
     # registration wins, so the clip now belongs to this run's subject.
     reassigned: list[SourceProblem] = field(default_factory=list)
+    # A file registered before with other audio (changed in place): its earlier clips
+    # stay stored and searchable until forgotten (the message names the recordings).
+    replaced: list[SourceProblem] = field(default_factory=list)
     # Forget record id -> recordings it had forgotten that were registered again.
     readmitted: dict[str, int] = field(default_factory=dict)
 
@@ -247,7 +249,8 @@ def register(
     state_columns = (*metadata, "audio_uri")
     with file_lock(table_path, timeout_s=lock_timeout_s, what=f"registration table {table_path}"):
         existing = read_table(table_path, schema)
-        latest = _latest_state(existing, state_columns)
+        latest = history.latest_state(existing, state_columns)
+        held = history.recordings_by_uri(existing)
         rows: dict[str, dict[str, object]] = {}  # to append
         seen: dict[str, dict[str, object]] = {}  # every clip of this run, new or unchanged
         for rec in recordings:
@@ -272,7 +275,7 @@ def register(
                 continue
             earlier = [seen.get(str(r["clip_id"])) for r in new_rows]
             if new_rows and all(
-                o is not None and _state_of(o, metadata) == _state_of(r, metadata)
+                o is not None and history.state_of(o, metadata) == history.state_of(r, metadata)
                 for o, r in zip(earlier, new_rows, strict=True)
             ):
                 first = earlier[0]["audio_uri"]  # type: ignore[index]
@@ -284,7 +287,8 @@ def register(
                 (
                     r
                     for o, r in zip(earlier, new_rows, strict=True)
-                    if o is not None and _state_of(o, state_columns) != _state_of(r, state_columns)
+                    if o is not None
+                    and history.state_of(o, state_columns) != history.state_of(r, state_columns)
                 ),
                 None,
             )
@@ -299,14 +303,20 @@ def register(
                 )
                 continue
             report.recordings += 1
-            moved = _other_subject(new_rows, latest, state_columns)
+            moved = history.other_subject(new_rows, latest, state_columns)
             if moved is not None:
                 report.reassigned.append(SourceProblem(str(rec.path), moved))
+            first = new_rows[0] if new_rows else {}
+            before = held.get(str(first.get("audio_uri")), set()) - {first.get("recording_id")}
+            if before:
+                report.replaced.append(
+                    SourceProblem(str(rec.path), history.replaced_by_other_audio(before))
+                )
             if by is not None:
                 readmit.append((digest, offsets))
             for row in new_rows:
                 seen[str(row["clip_id"])] = row
-                if latest.get(str(row["clip_id"])) == _state_of(row, state_columns):
+                if latest.get(str(row["clip_id"])) == history.state_of(row, state_columns):
                     report.unchanged += 1
                 else:
                     rows[str(row["clip_id"])] = row
@@ -347,38 +357,3 @@ def _rows_for(
         }
         for ref, _samples in iter_clips(rec.path, window_config, limits, digest=digest)
     ]
-
-
-def _state_of(row: dict[str, object], columns: Iterable[str]) -> tuple[object, ...]:
-    return tuple(row.get(c) for c in columns)
-
-
-def _other_subject(
-    rows: list[dict[str, object]],
-    latest: dict[str, tuple[object, ...]],
-    columns: tuple[str, ...],
-) -> str | None:
-    """Why registering ``rows`` moves audio from one subject to another, if it does: the
-    same audio (same clip ids) registered before from another file for another subject.
-    Such a copy would sit in train and test at once for a grouped split, so say it."""
-    before = latest.get(str(rows[0][JOIN_KEY])) if rows else None
-    if before is None:
-        return None
-    was = dict(zip(columns, before, strict=True))
-    now = rows[0]
-    if was["audio_uri"] == now["audio_uri"] or was["subject_id"] in (None, now["subject_id"]):
-        return None
-    return (
-        f"has the same audio content as {was['audio_uri']}, registered for subject "
-        f"{was['subject_id']}; it now belongs to subject {now['subject_id']} (the newest "
-        "registration wins)"
-    )
-
-
-def _latest_state(table: pa.Table, columns: tuple[str, ...]) -> dict[str, tuple[object, ...]]:
-    """For each clip, the metadata (``columns``) of its newest registration."""
-    latest = newest_per_key(table, JOIN_KEY, EVENT_TIMESTAMP, CREATED)
-    return {
-        row[JOIN_KEY]: tuple(row[c] for c in columns)
-        for row in latest.select([JOIN_KEY, *columns]).to_pylist()
-    }

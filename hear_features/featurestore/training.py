@@ -93,11 +93,11 @@ def training_set(
     kept as ``given_<name>``, next to the stored value. Clip ids that were never
     registered are refused (a typo would otherwise come back as a row of nulls); a clip
     registered after a row's timestamp gives nulls in that row, as point-in-time reads do.
-    ``where``: ``COLUMN OP VALUE`` conditions (:mod:`hear_features.probe.where`) on the
+    ``where``: ``COLUMN OP VALUE`` conditions (:mod:`hear_features.where`) on the
     result's columns; only rows meeting all of them are kept (a row whose value is
     missing meets none).
     """
-    from hear_features.probe.where import apply, parse
+    from hear_features.where import apply, parse
 
     conditions = [parse(text) for text in where]  # malformed ones refused before any work
     entities = validate_entities(entities)

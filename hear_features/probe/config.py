@@ -49,7 +49,7 @@ class ProbeConfig:
     ``group``: the column whose values must never be split between training and test
     (``subject_id``); clips without one are grouped by recording; empty: the recording
     (stored as :data:`RECORDING_COLUMN`). ``where``: conditions
-    ``COLUMN OP VALUE`` (see :mod:`hear_features.probe.where`), all of which must hold.
+    ``COLUMN OP VALUE`` (see :mod:`hear_features.where`), all of which must hold.
     ``at``: the time the labels are read as of (point in time; default: now).
     ``positive``: the positive class of a binary task (default: the rarer class); with
     more than two classes, ``positive`` against the rest. ``duplicate_distance``: cosine

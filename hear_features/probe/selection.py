@@ -22,11 +22,11 @@ import pandas as pd
 from feast import FeatureStore
 from feast.errors import FeastObjectNotFoundException
 
+from hear_features import where as where_mod
 from hear_features.errors import ProbeError
 from hear_features.featurestore.forget import pending
 from hear_features.featurestore.repo import tables, views
 from hear_features.featurestore.training import latest_embeddings
-from hear_features.probe import where as where_mod
 from hear_features.schema import EMBEDDING, ENTITY, EVENT_TIMESTAMP
 
 log = logging.getLogger(__name__)

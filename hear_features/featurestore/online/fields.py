@@ -168,9 +168,9 @@ _OPS: dict[str, Any] = {
 
 def filters_from_where(conditions: Sequence[str]) -> Filter | None:
     """``--where COLUMN OP VALUE`` conditions (the grammar of
-    :mod:`hear_features.probe.where`, joined with AND) as a Feast filter; the search
+    :mod:`hear_features.where`, joined with AND) as a Feast filter; the search
     checks the columns and converts the values to their types."""
-    from hear_features.probe.where import parse
+    from hear_features.where import parse
 
     parts: list[Filter] = []
     for text in conditions:
