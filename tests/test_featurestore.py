@@ -475,3 +475,12 @@ def test_a_refused_recording_goes_online_in_no_view_and_the_others_in_every_view
     assert label == "changed" and vector is not None and len(vector) == 512
     ids["old"] = old_id
     assert online("old") == (None, None)
+
+    # Put back as it was at first, and registered again: that audio is the file's now.
+    sf.write(changed, noise(2.0, 16_000, seed=12), 16_000)
+    register(repo, str(changed), "--label", "changed")
+    back = feast(repo, "materialize-incremental", end_time(), check=False)
+    assert back.returncode == 0, back.stdout + back.stderr
+    ids["back"] = old_id
+    label, vector = online("back")
+    assert label == "changed" and vector is not None and len(vector) == 512

@@ -81,7 +81,7 @@ def test_a_copy_registered_later_for_another_subject_is_reported(tmp_path: Path)
 def test_a_file_changed_in_place_and_registered_again_is_reported(tmp_path: Path) -> None:
     """The new audio is registered; the earlier clips of that file are not touched (they
     may be in a training set already), and the report names them and how to remove them."""
-    a, _, _ = copies(tmp_path / "audio")
+    a, first_audio, _ = copies(tmp_path / "audio")  # first_audio: a copy of a as it was
     table = tmp_path / "registrations.parquet"
     meta = {"label": "cough", "subject_id": "P01"}
     old = register([Recording(a, dict(meta))], table)
@@ -103,6 +103,14 @@ def test_a_file_changed_in_place_and_registered_again_is_reported(tmp_path: Path
     assert set(pq.read_table(table)["recording_id"].to_pylist()) > {old_id}
     again = register([Recording(a, dict(meta))], table)  # until the old one is forgotten
     assert again.added == 0 and len(again.replaced) == 1
+
+    # Changed back to the first audio: registered again (though known), so that the
+    # file's newest registration is what it holds; then unchanged again.
+    shutil.copyfile(first_audio, a)
+    assert register([Recording(a, dict(meta))], table).added == 2
+    newest = pq.read_table(table).sort_by([("created", "descending")])
+    assert newest["recording_id"][0].as_py() == old_id
+    assert register([Recording(a, dict(meta))], table).added == 0
 
 
 def test_the_cli_reports_copies_and_exits_zero(tmp_path: Path, standin_dir: Path) -> None:

@@ -307,16 +307,21 @@ def register(
             if moved is not None:
                 report.reassigned.append(SourceProblem(str(rec.path), moved))
             first = new_rows[0] if new_rows else {}
-            before = held.get(str(first.get("audio_uri")), set()) - {first.get("recording_id")}
-            if before:
+            at_uri = held.get(str(first.get("audio_uri")), [])
+            if before := [r for r in at_uri if r != first.get("recording_id")]:
                 report.replaced.append(
                     SourceProblem(str(rec.path), history.replaced_by_other_audio(before))
                 )
+            # The file holds other audio than at its last registration (changed back to
+            # an earlier version): register its rows again, so that the newest
+            # registration of the file is what it holds (materialise goes by that).
+            changed_back = bool(at_uri) and at_uri[-1] != first.get("recording_id")
             if by is not None:
                 readmit.append((digest, offsets))
             for row in new_rows:
                 seen[str(row["clip_id"])] = row
-                if latest.get(str(row["clip_id"])) == history.state_of(row, state_columns):
+                state = history.state_of(row, state_columns)
+                if not changed_back and latest.get(str(row["clip_id"])) == state:
                     report.unchanged += 1
                 else:
                     rows[str(row["clip_id"])] = row

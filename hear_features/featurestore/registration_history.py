@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from hear_features.featurestore.tables import newest_per_key
 from hear_features.schema import CREATED, EVENT_TIMESTAMP, JOIN_KEY
@@ -51,20 +52,26 @@ def latest_state(table: pa.Table, columns: tuple[str, ...]) -> dict[str, tuple[o
     }
 
 
-def recordings_by_uri(existing: pa.Table) -> dict[str, set[str]]:
-    """audio_uri -> the recording ids (contents) registered from it."""
-    held: dict[str, set[str]] = {}
+def recordings_by_uri(existing: pa.Table) -> dict[str, list[str]]:
+    """audio_uri -> the recording ids (contents) registered from it, by their newest
+    registration, oldest first: the last is what the file held when last registered."""
+    table = existing.take(pc.sort_indices(existing, [(CREATED, "ascending")]))
+    held: dict[str, list[str]] = {}
     for uri, rec in zip(
-        existing["audio_uri"].to_pylist(), existing["recording_id"].to_pylist(), strict=True
+        table["audio_uri"].to_pylist(), table["recording_id"].to_pylist(), strict=True
     ):
-        held.setdefault(uri, set()).add(rec)
+        order = held.setdefault(uri, [])
+        if rec in order:
+            order.remove(rec)
+        order.append(rec)
     return held
 
 
-def replaced_by_other_audio(before: set[str]) -> str:
-    ids = " ".join(f"--recording {r}" for r in sorted(before))
+def replaced_by_other_audio(recordings: Iterable[str]) -> str:
+    before = sorted(recordings)
+    ids = " ".join(f"--recording {r}" for r in before)
     return (
-        f"held other audio when registered before (recording {', '.join(sorted(before))}); "
+        f"held other audio when registered before (recording {', '.join(before)}); "
         "those clips stay in the store (and searchable, once materialised): remove them with "
         f"`hear-features forget {ids}`"
     )
