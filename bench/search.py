@@ -24,10 +24,19 @@ metadata. Then, side by side in one run, with the same queries (k = 10):
 
 Each row runs twice: idle, then with one busy-loop process per core beside it. Columns:
 p50/p99 in ms, p99 busy / p99 idle, and agreement of the ids with raw FAISS.
+
+``hear_features`` is imported before Feast, as in the project's own processes, so Feast's
+classes are not instrumented by typeguard (:mod:`hear_features.typechecks`); run with
+``HEAR_FEAST_TYPECHECKS=1`` for Feast with its run-time checks, as ``feast`` commands
+and programs that import Feast first have it.
 """
 
 from __future__ import annotations
 
+# isort: off
+import hear_features  # noqa: F401  (before Feast: see hear_features.typechecks)
+
+# isort: on
 import argparse
 import contextlib
 import os
