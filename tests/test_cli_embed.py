@@ -168,7 +168,12 @@ def test_one_hour_recording_is_read_in_blocks(hour_file: Path) -> None:
 def test_one_hour_recording_is_embedded_in_bounded_memory(
     tmp_path: Path, hour_file: Path, standin_dir: Path
 ) -> None:
-    """The whole embed command, TensorFlow included, stays under 1 GiB."""
+    """The whole embed command, TensorFlow included, stays under 1.25 GiB.
+
+    Measured: 870-990 MiB alone or beside busy loops, up to 1,100 MiB while the test
+    suite's other worker runs TensorFlow and Feast processes (TensorFlow's own
+    allocations are most of it). Decoding the hour whole would add 635 MiB (44.1 kHz
+    float32) to that, which this bound still catches."""
     out = tmp_path / "hour.parquet"
     argv = ["hear-features", "embed", str(hour_file), "-o", str(out), "-m", str(standin_dir)]
     peak = peak_rss_mib(
@@ -177,4 +182,4 @@ def test_one_hour_recording_is_embedded_in_bounded_memory(
         "try:\n    app()\nexcept SystemExit as e:\n    assert not e.code, e.code"
     )
     assert pq.read_metadata(out).num_rows == 2000
-    assert peak < 1024, f"embed peaked at {peak:.0f} MiB"
+    assert peak < 1280, f"embed peaked at {peak:.0f} MiB"
