@@ -21,7 +21,7 @@ import soundfile as sf
 
 from hear_features.audio import SAMPLE_RATE, clip_from_samples, windows_at
 from hear_features.encoders import HearEncoder, build_standin
-from hear_features.featurestore.repo import open_store
+from hear_features.featurestore.repo import open_store, tables
 from tests.conftest import (
     NOW,
     T1,
@@ -37,6 +37,7 @@ from tests.conftest import (
     register,
     state,
 )
+from tests.support.training_frames import assert_same, both_ways
 
 pytestmark = pytest.mark.slow
 
@@ -259,6 +260,30 @@ def test_more_like_these_returns_neighbours_with_provenance(
     assert frame["distance"].iloc[0] == pytest.approx(
         1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b), abs=1e-5
     )
+
+
+@pytest.mark.parametrize(
+    "when",
+    [T1 - dt.timedelta(days=1), T1, T2 + dt.timedelta(hours=1), T3, NOW + dt.timedelta(days=1)],
+    ids=["before-any", "at-T1", "after-relabel", "at-late", "future"],
+)
+def test_rows_at_one_time_match_feast_on_the_workflow(
+    workflow: Workflow, when: dt.datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(workflow.repo)
+    ids = pq.read_table(tables(store).embeddings, columns=["clip_id"])["clip_id"].to_pylist()
+    ids = sorted(set(ids))
+    # In another time zone than UTC, and a column of the caller's own.
+    stamp = pd.Timestamp(when).tz_convert("Asia/Kolkata")
+    entities = pd.DataFrame(
+        {"clip_id": ids, "event_timestamp": [stamp] * len(ids), "fold": range(len(ids))}
+    )
+    fast, slow = both_ways(store, entities, monkeypatch)
+    assert_same(fast, slow)
+    if when < T1:
+        assert fast["embedding"].isna().all()
+    else:
+        assert fast["embedding"].notna().any()
 
 
 def test_more_like_these_with_an_audio_seed_and_unknown_ids(

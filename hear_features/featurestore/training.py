@@ -1,8 +1,12 @@
 """Training sets: point-in-time correct embeddings and labels, and "more like these".
 
-Both go through Feast's ``get_historical_features``, so every row holds the embedding
-and metadata that were valid at that row's timestamp: a clip registered later is absent,
-a clip re-registered with a new label shows the label of the time asked for. Rows carry
+Every row holds the embedding and metadata that were valid at that row's timestamp: a
+clip registered later is absent, a clip re-registered with a new label shows the label of
+the time asked for. Rows come from Feast's ``get_historical_features``; a small entity
+table whose rows share one timestamp (``more-like``'s neighbours, a one-shot query) is
+read instead by :func:`~hear_features.featurestore.offline_rows.rows_at`, one DuckDB
+query with the same point-in-time rule, because Feast's join costs seconds of start-up
+and a full scan of the table. Rows carry
 the study's own columns (:mod:`hear_features.study`) beside the built-in metadata, and
 ``where`` conditions keep only rows whose values (as of their timestamp) meet them.
 """
@@ -26,6 +30,7 @@ from hear_features.embedding import Encoder
 from hear_features.errors import ConfigError, InputShapeError, UnknownClipError
 from hear_features.featurestore.config import study_columns
 from hear_features.featurestore.forget import Pending, pending
+from hear_features.featurestore.offline_rows import rows_at
 from hear_features.featurestore.repo import Tables, tables, views
 from hear_features.featurestore.search import ClipSearch, Filter, check_same_model, clip_search
 from hear_features.featurestore.tables import newest_per_key, read_table
@@ -105,15 +110,36 @@ def training_set(
     wanted = training_features(store)
     renames = {c: f"given_{c}" for c in entities.columns if c in wanted}
     entity_df = entities.rename(columns=renames).assign(**{_ROW: np.arange(len(entities))})
-    view = views(store).embeddings
-    features = [f"{view}:{name}" for name in wanted]
-    frame = store.get_historical_features(entity_df=entity_df, features=features).to_df()
+    frame = _read_features(store, entity_df, wanted)
     frame = frame.sort_values(_ROW).drop(columns=[_ROW]).reset_index(drop=True)
     ordered = [c for c in entity_df.columns if c != _ROW] + [c for c in wanted if c in frame]
     frame = frame[ordered]
     if conditions:
         frame = frame[apply(frame, conditions)].reset_index(drop=True)
     return frame
+
+
+#: Entity tables up to this size whose rows share one timestamp are read with
+#: :func:`~hear_features.featurestore.offline_rows.rows_at` (``more-like``'s neighbours).
+ONE_TIME_MAX_ROWS = 10_000
+
+
+def _read_features(
+    store: FeatureStore, entity_df: pd.DataFrame, wanted: Sequence[str]
+) -> pd.DataFrame:
+    """``entity_df`` with the view's ``wanted`` features valid at each row's timestamp."""
+    times = entity_df[EVENT_TIMESTAMP]
+    if len(entity_df) <= ONE_TIME_MAX_ROWS and times.nunique() == 1:
+        found = rows_at(store, entity_df[JOIN_KEY].tolist(), times.iloc[0].to_pydatetime(), wanted)
+        if found is not None:
+            frame = entity_df.merge(found.to_pandas(), on=JOIN_KEY, how="left")
+            for name in found.column_names:  # a clip without a row: None, as Feast gives
+                if name != JOIN_KEY and frame[name].dtype == object:
+                    frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
+            return frame
+    view = views(store).embeddings
+    features = [f"{view}:{name}" for name in wanted]
+    return store.get_historical_features(entity_df=entity_df, features=features).to_df()
 
 
 def _refuse_unknown(where: Tables, clip_ids: pd.Series, forgotten: Pending) -> None:

@@ -48,18 +48,29 @@ def clip_id(i: int) -> str:
     return f"{i:016x}-00000000"
 
 
-def fill(repo: Path, n: int, *, seed: int | None = None) -> None:
-    """N synthetic clips with metadata (``clustered_vectors(n, seed=seed or n)``)."""
+def fill(repo: Path, n: int, *, seed: int | None = None, offline: bool = False) -> None:
+    """N synthetic clips with metadata (``clustered_vectors(n, seed=seed or n)``); with
+    ``offline``, their rows in the offline embeddings table too (training-set reads)."""
     data = clustered_vectors(n, 512, seed=n if seed is None else seed)
     for lo in range(0, n, 50_000):
-        write(repo, lo, data[lo : lo + 50_000])
+        write(repo, lo, data[lo : lo + 50_000], offline=offline)
 
 
-def write(repo: Path, first: int, vectors: np.ndarray, *, label: str | None = None) -> None:
+def write(
+    repo: Path,
+    first: int,
+    vectors: np.ndarray,
+    *,
+    label: str | None = None,
+    offline: bool = False,
+) -> None:
     """Clips ``clip_id(first) ...`` with ``vectors`` [n, 512] and their metadata (label
-    ``label``, else by position), written and checkpointed as the batch engine does."""
+    ``label``, else by position), written and checkpointed as the batch engine does; with
+    ``offline``, appended to the offline embeddings table as well."""
     from hear_features.featurestore.online.store import HearOnlineStore
-    from hear_features.featurestore.repo import open_store
+    from hear_features.featurestore.repo import open_store, tables
+    from hear_features.featurestore.tables import append_rows
+    from hear_features.schema import EMBEDDING_SCHEMA
 
     store = open_store(repo)
     view = store.get_feature_view("cough_embeddings")
@@ -90,6 +101,8 @@ def write(repo: Path, first: int, vectors: np.ndarray, *, label: str | None = No
     )
     online.write_arrow(store.config, view, table, "clip_id")
     online.checkpoint(store.config, view)
+    if offline:
+        append_rows(tables(store).embeddings, table, EMBEDDING_SCHEMA)
 
 
 def _values(field: Any, ids: range) -> list[Any]:
