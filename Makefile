@@ -45,6 +45,7 @@ bench: install-test
 	$(BIN)/python bench/index.py
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/probe.py
 	$(BIN)/python bench/explorer.py
