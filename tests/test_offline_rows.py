@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hear_features.featurestore.offline_rows import rows_at
+from hear_features.featurestore import tables as offline_tables
 from hear_features.featurestore.repo import open_store, tables
 from hear_features.schema import EMBEDDING_SCHEMA
 from tests.support.shipped_repo import make_repo
@@ -92,3 +93,26 @@ def test_a_view_with_a_ttl_is_left_to_feast(crafted: Path) -> None:
     finally:
         view.ttl = original
         store.apply([view])
+
+
+def test_rows_split_over_row_groups_give_the_same_answer(
+    crafted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The offline tables are written in row groups (``tables.ROW_GROUP_ROWS``) so that
+    readers skip what they do not need; a clip whose rows lie in different groups (the
+    tie, the old and the new row) reads the same as from one group."""
+    store = open_store(crafted)
+    path = tables(store).embeddings
+    original = pq.read_table(path)
+    monkeypatch.setattr(offline_tables, "ROW_GROUP_ROWS", 2)
+    try:
+        offline_tables.write_table(path, original)
+        assert pq.ParquetFile(path).metadata.num_row_groups == 3
+        at = dt.datetime(2026, 6, 1, 12, tzinfo=dt.UTC)
+        ids = ["tie", "later", "old-new", "exact"]
+        entities = pd.DataFrame({"clip_id": ids, "event_timestamp": [at] * len(ids)})
+        fast, slow = both_ways(open_store(crafted), entities, monkeypatch)
+        assert_same(fast, slow)
+        assert list(fast["label"].fillna("-")) == ["second-newer", "-", "old", "exact"]
+    finally:
+        pq.write_table(original, path)

@@ -33,6 +33,7 @@ from feast.types import (
     UnixTimestamp,
 )
 
+from hear_features.featurestore.online.sqlite import RowToWrite, ViewTable
 from hear_features.featurestore.online_store import HearOnlineStore
 from tests.support.exact import exact_neighbours, normalise
 
@@ -274,3 +275,30 @@ def test_reads_and_writes_as_coroutines(config: RepoConfig) -> None:
     assert found[1] is not None
     np.testing.assert_allclose(found[1]["vec"].float_list_val.val, x[5], atol=1e-6)
     assert search(store, config, fv, x[5], 1) == pytest.approx({"t005": 0.0}, abs=1e-6)
+
+
+def test_changed_since_reads_only_the_changed_rows_through_the_seq_index(
+    tmp_path: Path,
+) -> None:
+    """An index catching up asks for the rows written after its watermark: the answer is
+    those rows in id order, and SQLite finds them through the ``seq`` index rather than
+    by walking the whole table (a catch-up that found nothing cost 0.11 s at 100k)."""
+    table = ViewTable(tmp_path / "online.db", "docs")
+    x = np.random.default_rng(0).standard_normal((30, 8)).astype(np.float32)
+
+    def rows(names: list[int]) -> list[RowToWrite]:
+        return [RowToWrite(f"k{i}".encode(), b"", x[i], T0, None, []) for i in names]
+
+    first = table.write(rows(list(range(20))), with_vectors=True).seq
+    table.write(rows([25, 3, 21]), with_vectors=True)  # 3 again: it moves to the new seq
+    statements: list[str] = []
+    table.conn.set_trace_callback(statements.append)
+    ids, vectors, latest = table.changed_since(first)
+    table.conn.set_trace_callback(None)
+    assert latest == first + 1
+    assert list(ids) == sorted(ids) and len(ids) == 3
+    assert {v.tobytes() for v in vectors} == {x[i].tobytes() for i in (25, 3, 21)}
+    assert np.array_equal(vectors[0], x[3])  # k3 keeps its row id, the lowest: first
+    select = next(s for s in statements if s.lstrip().upper().startswith("SELECT ID, VECTOR"))
+    plan = " ".join(str(r) for r in table.conn.execute(f"EXPLAIN QUERY PLAN {select}"))
+    assert "USING INDEX" in plan and "__seq" in plan, plan

@@ -145,11 +145,14 @@ def _read_features(
 def _refuse_unknown(where: Tables, clip_ids: pd.Series, forgotten: Pending) -> None:
     """Refuse ids the tables do not hold, and those of an interrupted forget
     (:func:`~hear_features.featurestore.forget.pending_clips`) that they may still hold."""
-    known: set[str] = set()
+    wanted = pa.array(sorted(set(clip_ids)), pa.string())
+    known = np.zeros(len(wanted), dtype=bool)
     for path in (where.registrations, where.embeddings):
-        if path.exists():
-            known.update(pq.read_table(path, columns=["clip_id"])["clip_id"].to_pylist())
-    unknown = sorted(c for c in set(clip_ids) if c not in known or c in forgotten)
+        if path.exists():  # membership in Arrow: no Python string per stored row
+            stored = pq.read_table(path, columns=["clip_id"])["clip_id"].combine_chunks()
+            found = pc.is_in(wanted, value_set=stored.cast(pa.string()))
+            known |= found.to_numpy(zero_copy_only=False)
+    unknown = [c for c, k in zip(wanted.to_pylist(), known, strict=True) if not k or c in forgotten]
     if unknown:
         shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
         raise UnknownClipError(

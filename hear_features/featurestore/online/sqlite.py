@@ -333,11 +333,15 @@ class ViewTable:
             conn.close()  # ends the read transaction
 
     def _vectors(self, where: str, params: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray, int]:
+        """Ids (ascending), vectors and the highest ``seq`` of the rows meeting ``where``.
+
+        Sorted here, not by SQL: with ``ORDER BY id`` SQLite walks the whole table in
+        primary-key order rather than the ``seq`` index (0.11 s at 100k rows for a catch-up
+        that finds nothing, growing with the table)."""
         if not self.exists():
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32), 0
         cursor = self.conn.execute(
-            f'SELECT id, vector, seq FROM "{self.name}" '
-            f"WHERE {where} AND vector IS NOT NULL ORDER BY id",
+            f'SELECT id, vector, seq FROM "{self.name}" WHERE {where} AND vector IS NOT NULL',
             params,
         )
         ids: list[int] = []
@@ -350,7 +354,8 @@ class ViewTable:
         if not ids:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32), top
         matrix = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), -1)
-        return np.asarray(ids, np.int64), matrix, top
+        order = np.argsort(np.asarray(ids, np.int64), kind="stable")
+        return np.asarray(ids, np.int64)[order], matrix[order], top
 
     def model_id(self, feature: str = "model_id") -> str:
         """The model that made the table's vectors, from its ``model_id`` feature.
