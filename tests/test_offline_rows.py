@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hear_features.featurestore.offline_rows import rows_at
 from hear_features.featurestore import tables as offline_tables
+from hear_features.featurestore.offline_rows import rows_at
 from hear_features.featurestore.repo import open_store, tables
 from hear_features.schema import EMBEDDING_SCHEMA
 from tests.support.shipped_repo import make_repo
