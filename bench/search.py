@@ -73,7 +73,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' suppo
 from tests.support import shipped_repo
 from tests.support.vectors import clustered_vectors
 
-console = Console(width=160)
+console = Console(width=230)
 K = 10
 VIEW = "cough_embeddings"
 
