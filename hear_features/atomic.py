@@ -1,6 +1,9 @@
 """Atomic file replacement: write beside the target, fsync, rename, fsync the folder.
 
-Readers see either the old file or the new one, never a half-written one. A process
+Readers see either the old file or the new one, never a half-written one. The new file
+keeps the permissions of the one it replaces, and a new one gets what ``open()`` would
+give it (0666 less the umask), not the temporary file's 0600: a lab that shares a
+repository through group permissions keeps reading it after each write. A process
 killed mid-write leaves a stray ``.<name>.<pid>.<random>.tmp`` file; the next write of
 the same target deletes the strays of processes that no longer exist. Used for every
 file that matters (Parquet tables, index files, manifests).
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,12 +34,34 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         fsync_file(tmp)
+        os.chmod(tmp, _mode_for(target))
         os.replace(tmp, target)
         fsync_dir(target.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _mode_for(target: Path) -> int:
+    """The permission bits a replacement of ``target`` gets (see the module docstring)."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` can only be read by
+    setting it, which would race with other threads creating files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022  # the common default where /proc is not available
 
 
 def remove_strays(target: Path) -> list[Path]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -262,6 +263,68 @@ def test_more_like_these_returns_neighbours_with_provenance(
     )
 
 
+def test_more_like_these_lists_each_clip_once_under_its_nearest_seed(
+    workflow: Workflow, tmp_path: Path
+) -> None:
+    """Overlapping seeds: every clip is one row, under the seed it is nearest to, with its
+    rank among that seed's own neighbours (checked against an exact search over the
+    stored vectors); a seed left without rows is named, and a filter that keeps nothing
+    writes an empty training set with the same columns."""
+    from hear_features.featurestore.training import more_like_these
+
+    store = open_store(workflow.repo)
+    emb = (
+        pq.read_table(tables(store).embeddings).to_pandas().drop_duplicates("clip_id", keep="last")
+    )
+    vectors = {c: np.asarray(v) / np.linalg.norm(v) for c, v in zip(emb.clip_id, emb.embedding)}
+    clips = sorted(vectors)
+    seeds = clips[:3]
+    others = [c for c in clips if c not in seeds]
+
+    def exact_order(seed: str) -> list[str]:
+        return sorted(others, key=lambda c: 1 - vectors[seed] @ vectors[c])
+
+    frame = more_like_these(store, seed_ids=seeds, k=len(others))
+    assert frame.attrs["seed_ids"] == seeds
+    assert sorted(frame["clip_id"]) == others  # each other clip once, no seed
+    for row in frame.itertuples():
+        mine = 1 - vectors[row.seed_id] @ vectors[row.clip_id]
+        assert row.distance == pytest.approx(mine, abs=1e-5)
+        assert all(mine <= 1 - vectors[s] @ vectors[row.clip_id] + 1e-6 for s in seeds)
+        assert row.rank == exact_order(row.seed_id).index(row.clip_id) + 1
+    assert list(frame["distance"]) == sorted(frame["distance"])
+
+    # k = 1 and more seeds than other clips: some seed cannot have a row; the CLI says which.
+    many = clips[: len(clips) - 2]
+    out = tmp_path / "few.parquet"
+    proc = hear_cli("more-like", *many, "-k", "1", "-o", str(out), "--repo", str(workflow.repo))
+    assert proc.returncode == 0, proc.stderr
+    written = pq.read_table(out).to_pandas()
+    assert len(written) <= 2 and set(written["clip_id"]) <= set(clips[-2:])
+    assert f"for {written['seed_id'].nunique()} of {len(many)} seed(s)" in proc.stdout
+    assert "seed(s) without rows of their own" in proc.stderr
+    missing = [s for s in many if s not in set(written["seed_id"])]
+    assert missing and missing[0] in proc.stderr
+
+    # A filter that keeps nothing: an empty file with the training set's columns, rc 0.
+    empty_out = tmp_path / "none.parquet"
+    proc = hear_cli(
+        "more-like",
+        seeds[0],
+        "--where",
+        "label = no-such-label",
+        "-o",
+        str(empty_out),
+        "--repo",
+        str(workflow.repo),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "no neighbour" in proc.stderr
+    nothing = pq.read_table(empty_out)
+    assert nothing.num_rows == 0
+    assert nothing.column_names == pq.read_table(out).column_names
+
+
 @pytest.mark.parametrize(
     "when",
     [T1 - dt.timedelta(days=1), T1, T2 + dt.timedelta(hours=1), T3, NOW + dt.timedelta(days=1)],
@@ -311,6 +374,35 @@ def test_more_like_these_with_an_audio_seed_and_unknown_ids(
 
 
 # ---- registration -------------------------------------------------------------------
+
+
+def test_a_copied_repository_never_writes_into_the_original(
+    workflow: Workflow, tmp_path: Path
+) -> None:
+    """A copied folder keeps the original's registry, whose views name the original's
+    tables: commands refuse (naming both folders and the fix) until ``feast apply`` has
+    been run in the copy, and then read and write the copy's own tables."""
+    copy = tmp_path / "copy"
+    shutil.copytree(workflow.repo, copy, ignore=shutil.ignore_patterns("*.lock"))
+    original = workflow.repo / "data" / "registrations.parquet"
+    before = hashlib.sha256(original.read_bytes()).hexdigest()
+    audio = tmp_path / "new.wav"
+    sf.write(audio, noise(2.0, 16_000, seed=11), 16_000)
+
+    refused = hear_cli("register", str(audio), "--repo", str(copy), "--label", "cough")
+    assert refused.returncode == 1
+    assert "another feature repository" in refused.stderr
+    assert str(workflow.repo.resolve()) in refused.stderr and "feast apply" in refused.stderr
+    assert hashlib.sha256(original.read_bytes()).hexdigest() == before
+
+    feast(copy, "apply")
+    proc = hear_cli("register", str(audio), "--repo", str(copy), "--label", "cough")
+    assert proc.returncode == 0, proc.stderr
+    assert str(copy / "data" / "registrations.parquet") in proc.stdout
+    assert hashlib.sha256(original.read_bytes()).hexdigest() == before
+    assert len(pq.read_table(copy / "data" / "registrations.parquet")) == len(
+        pq.read_table(original)
+    ) + 1
 
 
 def test_register_is_idempotent_and_reports_bad_files(tmp_path: Path, standin_dir: Path) -> None:

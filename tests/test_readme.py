@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import Workflow
+from tests.conftest import Workflow, feast
 
 pytestmark = pytest.mark.slow
 
@@ -55,9 +55,12 @@ def blocks(section: str, language: str) -> list[str]:
 
 
 def _copy_repo(workflow: Workflow, root: Path) -> tuple[Path, str]:
-    """A copy of the workflow's repository at ``root/feature_repo`` and one of its clips."""
+    """A copy of the workflow's repository at ``root/feature_repo``, applied again so that
+    its registry names its own tables (a copied registry names the original's), and one
+    of its clips."""
     repo = root / "feature_repo"
     shutil.copytree(workflow.repo, repo, ignore=shutil.ignore_patterns("*.lock"))
+    feast(repo, "apply")
     clips = pd.read_parquet(repo / "data" / "embeddings.parquet")["clip_id"]
     return repo, str(sorted(clips)[-1])
 

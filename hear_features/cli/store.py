@@ -164,7 +164,14 @@ def more_like(
         Path | None, typer.Option(help="Use the windows of this audio file as seeds.")
     ] = None,
     k: Annotated[
-        int, typer.Option("-k", "--k", min=1, max=10_000, help="Neighbours per seed.")
+        int,
+        typer.Option(
+            "-k",
+            "--k",
+            min=1,
+            max=10_000,
+            help="Neighbours per seed (each clip is listed once, under its nearest seed).",
+        ),
     ] = 10,
     repo: RepoOpt = None,
     where: WhereOpt = None,
@@ -190,8 +197,23 @@ def more_like(
         store, seed_ids=seeds or [], audio=audio, encoder=encoder, k=k, filters=filters
     )
     write_training_set(frame, out)
+    given = frame.attrs.get("seed_ids", [])
+    listed = set(frame["seed_id"])
     console.print(
-        f"wrote {len(frame)} neighbour rows for {frame['seed_id'].nunique()} seed(s) to {out}"
+        f"wrote {len(frame)} neighbour rows for {len(listed)} of {len(given)} seed(s) to {out}"
     )
+    if frame.empty:
+        why = "meets the --where conditions" if where else "is stored besides the seeds"
+        err_console.print(f"[yellow]![/] no neighbour: no other clip {why}", highlight=False)
+        return
+    without = [seed for seed in given if seed not in listed]
+    if without:
+        shown = ", ".join(without[:5]) + (" ..." if len(without) > 5 else "")
+        err_console.print(
+            f"[yellow]![/] {len(without)} seed(s) without rows of their own: {shown} "
+            "(each clip is listed once, under its nearest seed, and seeds are never "
+            "neighbours)",
+            highlight=False,
+        )
     preview = frame[["seed_id", "rank", "clip_id", "label", "distance"]].head(10)
     console.print(preview.to_string(index=False))

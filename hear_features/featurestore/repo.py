@@ -84,4 +84,26 @@ def _view_path(store: FeatureStore, name: str) -> Path | None:
     except FeastObjectNotFoundException:  # not applied yet
         return None
     source = view.batch_source
-    return Path(source.path) if isinstance(source, FileSource) else None
+    if not isinstance(source, FileSource):
+        return None
+    repo = Path(store.repo_path).resolve()
+    path = Path(source.path)
+    path = path if path.is_absolute() else repo / path  # as Feast reads it
+    owner = _repo_holding(path.parent)
+    if owner is not None and owner != repo:
+        raise ConfigError(
+            f"the registry of {repo} says view {name} reads {path}, a table of another "
+            f"feature repository ({owner}): the registry was applied there (a copied "
+            f"folder?). Run `feast apply` in {repo} so that its views read its own tables."
+        )
+    return path
+
+
+def _repo_holding(folder: Path, levels: int = 3) -> Path | None:
+    """The feature repository (a folder with ``feature_store.yaml``) that ``folder`` is,
+    or lies in within ``levels`` levels; None for a folder of no repository."""
+    folder = folder.resolve()
+    for candidate in [folder, *folder.parents][: levels + 1]:
+        if (candidate / YAML).is_file():
+            return candidate
+    return None

@@ -201,11 +201,20 @@ def more_like_these(
     """The ``k`` stored clips nearest to each seed, as training-set rows with provenance.
 
     Seeds are stored clip ids, or the windows of an audio file (embedded with
-    ``encoder``, which must be the model the store was built with). Seeds never appear
-    among the neighbours; a clip near several seeds appears once, for its nearest seed.
-    Neighbours come from the online store's vector index (``search``, by default the
-    repository's :class:`~hear_features.featurestore.search.ClipSearch`); ``filters``
-    (Feast filters on the view's features, study columns included) restrict them.
+    ``encoder``, which must be the model the store was built with). Neighbours come from
+    the online store's vector index (``search``, by default the repository's
+    :class:`~hear_features.featurestore.search.ClipSearch`); ``filters`` (Feast filters on
+    the view's features, study columns included) restrict them.
+
+    Each clip is one row, so that the result is a training set without duplicates:
+    seeds never appear among the neighbours, and a clip among the ``k`` nearest of several
+    seeds is listed once, under its nearest seed. ``rank`` is its place (1 = nearest)
+    among that seed's neighbours, seeds left out; a rank taken by a clip listed under
+    another seed is missing from this seed's rows, so with overlapping seeds a seed can
+    have fewer than ``k`` rows, or none. ``frame.attrs["seed_ids"]`` lists every seed
+    (an audio file's as ``NAME@OFFSET``) so that callers can say which. Rows are ordered
+    by distance; with no neighbour at all (filters that keep nothing) the frame is empty,
+    with the same columns.
     """
     if k < 1:  # k + len(seed_ids) is searched for, so the search itself would not notice
         raise InputShapeError(f"k must be at least 1, got {k}")
@@ -227,19 +236,28 @@ def more_like_these(
     matches = search.search(
         np.concatenate(vectors), k + len(excluded), filters=filters, features=[MODEL_ID]
     )
-    best: dict[str, tuple[float, str]] = {}  # clip -> (distance, seed)
+    best: dict[str, tuple[float, str, int]] = {}  # clip -> (distance, seed, rank)
     for seed, row in zip(names, matches, strict=True):
-        for match in [m for m in row if m.clip_id not in excluded][:k]:
+        neighbours = [m for m in row if m.clip_id not in excluded][:k]
+        for rank, match in enumerate(neighbours, start=1):
             if match.clip_id not in best or match.distance < best[match.clip_id][0]:
-                best[match.clip_id] = (match.distance, seed)
+                best[match.clip_id] = (match.distance, seed, rank)
     ranked = sorted(best.items(), key=lambda item: item[1][0])
     entities = pd.DataFrame(
         {
-            JOIN_KEY: [clip for clip, _ in ranked],
-            EVENT_TIMESTAMP: [at or dt.datetime.now(dt.UTC)] * len(ranked),
-            "seed_id": [seed for _, (_, seed) in ranked],
-            "distance": [distance for _, (distance, _) in ranked],
+            JOIN_KEY: pd.Series([clip for clip, _ in ranked], dtype=object),
+            EVENT_TIMESTAMP: pd.Series(
+                [at or dt.datetime.now(dt.UTC)] * len(ranked), dtype="datetime64[ns, UTC]"
+            ),
+            "seed_id": pd.Series([seed for _, (_, seed, _) in ranked], dtype=object),
+            "distance": pd.Series([d for _, (d, _, _) in ranked], dtype=np.float64),
+            "rank": pd.Series([r for _, (_, _, r) in ranked], dtype=np.int64),
         }
     )
-    entities["rank"] = entities.groupby("seed_id")["distance"].rank(method="first").astype(int)
-    return training_set(store, entities)
+    if ranked:
+        frame = training_set(store, entities)
+    else:  # the training set's columns, no rows
+        features = pd.DataFrame(columns=list(training_features(store)), dtype=object)
+        frame = pd.concat([entities, features], axis=1)
+    frame.attrs["seed_ids"] = list(dict.fromkeys(names))
+    return frame
