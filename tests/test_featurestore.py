@@ -276,7 +276,10 @@ def test_more_like_these_lists_each_clip_once_under_its_nearest_seed(
     emb = (
         pq.read_table(tables(store).embeddings).to_pandas().drop_duplicates("clip_id", keep="last")
     )
-    vectors = {c: np.asarray(v) / np.linalg.norm(v) for c, v in zip(emb.clip_id, emb.embedding)}
+    vectors = {
+        c: np.asarray(v) / np.linalg.norm(v)
+        for c, v in zip(emb.clip_id, emb.embedding, strict=True)
+    }
     clips = sorted(vectors)
     seeds = clips[:3]
     others = [c for c in clips if c not in seeds]
@@ -400,9 +403,10 @@ def test_a_copied_repository_never_writes_into_the_original(
     assert proc.returncode == 0, proc.stderr
     assert str(copy / "data" / "registrations.parquet") in proc.stdout
     assert hashlib.sha256(original.read_bytes()).hexdigest() == before
-    assert len(pq.read_table(copy / "data" / "registrations.parquet")) == len(
-        pq.read_table(original)
-    ) + 1
+    assert (
+        len(pq.read_table(copy / "data" / "registrations.parquet"))
+        == len(pq.read_table(original)) + 1
+    )
 
 
 def test_register_is_idempotent_and_reports_bad_files(tmp_path: Path, standin_dir: Path) -> None:
