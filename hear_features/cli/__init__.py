@@ -13,6 +13,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Docstrings are wrapped for the source; markdown reflows them to the terminal.
+    rich_markup_mode="markdown",
 )
 app.command("make-standin")(encode.make_standin)
 app.command("embed")(encode.embed)
