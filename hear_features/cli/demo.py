@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hear_features.cli.common import reports_errors, setup_logging
+from hear_features.cli.common import VerboseOpt, reports_errors, setup_logging
 from hear_features.defaults import DEFAULT_MODEL, MODEL_ENV
 
 
@@ -26,9 +26,16 @@ def demo(
             help=f"Encoder (default: ${MODEL_ENV}, cached {DEFAULT_MODEL}, else standin)."
         ),
     ] = None,
-    subjects: Annotated[int, typer.Option(min=1, max=20)] = 3,
-    per_label: Annotated[int, typer.Option(min=1, max=20)] = 3,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    subjects: Annotated[
+        int, typer.Option(min=1, max=20, help="Synthetic subjects (speakers) in the corpus.")
+    ] = 3,
+    per_label: Annotated[
+        int,
+        typer.Option(
+            min=1, max=20, help="Recordings per subject and label (cough, breath, speech)."
+        ),
+    ] = 3,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Run the whole workflow on a synthetic labelled corpus and show what it found."""
     from hear_features.cli import walkthrough

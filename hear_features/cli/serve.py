@@ -12,7 +12,14 @@ from typing import Annotated
 
 import typer
 
-from hear_features.cli.common import console, err_console, reports_errors, setup_logging
+from hear_features.cli.common import (
+    RepoOpt,
+    VerboseOpt,
+    console,
+    err_console,
+    reports_errors,
+    setup_logging,
+)
 
 
 @reports_errors
@@ -20,9 +27,9 @@ def serve(
     host: Annotated[
         str, typer.Option(help="Address to bind; non-loopback needs an API key.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, max=64, help="uvicorn worker processes.")] = 1,
-    repo: Annotated[Path | None, typer.Option(help="Feature repository.")] = None,
+    repo: RepoOpt = None,
     api_key: Annotated[
         str | None,
         typer.Option(
@@ -50,7 +57,7 @@ def serve(
     ] = None,
     max_upload_mb: Annotated[float, typer.Option(min=0.001)] = 20.0,
     max_audio_s: Annotated[float, typer.Option(min=1)] = 600.0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Serve similarity search, clip look-up and training sets over HTTP (OpenAPI at /docs)."""
     for flag, value, variable in (
