@@ -1,0 +1,144 @@
+"""How uvicorn runs the app: connection limits and a header-read timeout.
+
+uvicorn closes idle keep-alive connections (``timeout_keep_alive``) and answers 503 past
+``limit_concurrency``, but it never times out a connection that is still sending its
+request headers: a client that opens a connection and sends nothing, or a byte now and
+then, holds it forever, and a few hundred such connections use up
+``limit_concurrency`` for everyone. :class:`HeaderTimeoutProtocol` (uvicorn's own HTTP
+protocol plus a timer) closes a connection whose request headers have not all arrived
+within ``header_timeout_s`` of the connection opening, or of the previous response
+ending. A request whose headers did arrive is not affected (its work has budgets of its
+own, :class:`~hear_features.api.worker.Worker`).
+
+The protocol class is named to uvicorn by import path, so every worker process gets it;
+it reads its timeout from ``HEAR_API_HEADER_TIMEOUT_S`` (``hear-features serve`` sets it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+from hear_features.api.errors import error_body
+from uvicorn.protocols.http.flow_control import service_unavailable
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+try:  # uvicorn[standard] brings httptools; uvicorn alone falls back to h11, and so do we
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _Fast
+except ImportError:  # pragma: no cover
+    _Fast = H11Protocol  # type: ignore[assignment,misc]
+
+#: The environment variable that carries the timeout to every worker process.
+HEADER_TIMEOUT_ENV = "HEAR_API_HEADER_TIMEOUT_S"
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+#: Largest request head (request line + headers) h11 buffers before answering 431/400.
+MAX_HEADER_BYTES = 16 * 1024
+
+
+def header_timeout_s() -> float:
+    try:
+        return float(os.environ.get(HEADER_TIMEOUT_ENV, DEFAULT_HEADER_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_HEADER_TIMEOUT_S
+
+
+class HeaderTimeoutProtocol(_Fast):
+    """uvicorn's HTTP protocol, closing connections that are slow to send headers."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timeout_s = header_timeout_s()
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_header_timer()  # the next request's headers are due from now
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        # Over the connection limit uvicorn answers with a plain-text 503; ours is JSON,
+        # like every other refusal. (httptools' protocol; h11's keeps the plain one.)
+        if app is service_unavailable:
+            app = _json_service_unavailable
+        super()._start_asgi_task(cycle, app)
+
+    def send_400_response(self, msg: str) -> None:
+        # A request that is not valid HTTP (a bad Content-Length, an unknown method) is
+        # answered by uvicorn itself, in plain text; ours is JSON like every refusal.
+        body = json.dumps(error_body("BadRequest", f"not a valid HTTP/1.1 request: {msg}")).encode()
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head += [
+            name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
+        ]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            b"x-content-type-options: nosniff\r\n",
+            b"cache-control: no-store\r\n",
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
+
+    def _arm_header_timer(self) -> None:
+        self._disarm_header_timer()
+        if not self.transport.is_closing():
+            self._header_timer = self.loop.call_later(self._header_timeout_s, self._header_timeout)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            return  # a request is being served: its headers arrived in time
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+_BUSY = json.dumps(
+    error_body("Overloaded", "the server has too many open connections; try again shortly")
+).encode()
+
+
+async def _json_service_unavailable(scope: Any, receive: Any, send: Any) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(_BUSY)).encode()),
+                (b"retry-after", b"1"),
+                (b"x-content-type-options", b"nosniff"),
+                (b"cache-control", b"no-store"),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": _BUSY})
+
+
+def uvicorn_options(header_timeout: float, max_connections: int) -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.run``: the protocol above, a connection limit and
+    a bound on request heads. Also sets :data:`HEADER_TIMEOUT_ENV` for the workers."""
+    os.environ[HEADER_TIMEOUT_ENV] = str(header_timeout)
+    return {
+        "http": HeaderTimeoutProtocol,
+        "limit_concurrency": max_connections,
+        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+        "timeout_keep_alive": 5,
+        "server_header": False,
+    }
