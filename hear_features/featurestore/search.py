@@ -199,7 +199,7 @@ class ClipSearch:
         except FeatureViewNotFoundException as exc:
             raise ConfigError(
                 f"feature view {self.view_name} is not in the registry of {self._repo}; "
-                "run `feast apply` there"
+                "run `feast apply` there, or give another repository with --repo"
             ) from exc
         names = frozenset(f.name for f in view.features)
         bound = self.online.bind(self.config, view)
