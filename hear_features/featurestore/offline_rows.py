@@ -8,6 +8,12 @@ a one-shot command's time). :func:`rows_at` asks DuckDB, which the offline store
 uses, for the same rows: only these clips' rows are decoded (the ``IN`` filter is pushed
 into the Parquet scan) and only the view's columns.
 
+DuckDB reads the file through :func:`~hear_features.featurestore.tables.snapshot`, a
+name for the file opened once: a writer that replaces the table meanwhile cannot mix two
+versions into one answer (DuckDB reopens its path per thread), and nothing in the
+table's real path is interpreted (``KEY=VALUE`` folders as partition columns, ``*?[`` as
+globs).
+
 It applies the rule of Feast's point-in-time join for a view with a ``ttl`` of 0 (no
 age limit): per clip, the newest row with ``event_timestamp <= at``, ties broken by the
 newest ``created``. Views that Feast would read differently (a ``ttl``, a field mapping,
@@ -27,6 +33,7 @@ import pyarrow.parquet as pq
 from feast import FeatureStore, FileSource
 
 from hear_features.featurestore.repo import views
+from hear_features.featurestore.tables import snapshot
 from hear_features.schema import CREATED, EVENT_TIMESTAMP, JOIN_KEY
 
 
@@ -52,13 +59,15 @@ def rows_at(
         path = Path(store.repo_path) / path
     if not clip_ids or not path.is_file():  # a folder of Parquet parts: Feast reads it
         return None
-    held = set(pq.read_schema(path).names)
-    if not {JOIN_KEY, EVENT_TIMESTAMP, CREATED} <= held:
-        return None
-    return _newest_rows(path, list(dict.fromkeys(clip_ids)), at, [f for f in features if f in held])
+    with snapshot(path) as name:
+        held = set(pq.read_schema(name).names)
+        if not {JOIN_KEY, EVENT_TIMESTAMP, CREATED} <= held:
+            return None
+        columns = [f for f in features if f in held]
+        return _newest_rows(name, list(dict.fromkeys(clip_ids)), at, columns)
 
 
-def _newest_rows(path: Path, clip_ids: list[str], at: dt.datetime, columns: list[str]) -> pa.Table:
+def _newest_rows(name: str, clip_ids: list[str], at: dt.datetime, columns: list[str]) -> pa.Table:
     import duckdb  # imported here: only this reader needs it in a one-shot command
 
     selected = ", ".join(_quoted(c) for c in [JOIN_KEY, *columns])
@@ -69,13 +78,13 @@ def _newest_rows(path: Path, clip_ids: list[str], at: dt.datetime, columns: list
                 PARTITION BY {_quoted(JOIN_KEY)}
                 ORDER BY {_quoted(EVENT_TIMESTAMP)} DESC, {_quoted(CREATED)} DESC NULLS LAST
             ) AS __newest
-            FROM read_parquet(?)
+            FROM read_parquet(?, hive_partitioning = false)
             WHERE {_quoted(JOIN_KEY)} IN ({marks}) AND {_quoted(EVENT_TIMESTAMP)} <= ?
         ) WHERE __newest = 1
     """
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
-        return con.sql(query, params=[str(path), *clip_ids, at]).to_arrow_table()
+        return con.sql(query, params=[name, *clip_ids, at]).to_arrow_table()
 
 
 def _quoted(name: str) -> str:

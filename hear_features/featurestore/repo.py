@@ -18,6 +18,7 @@ from feast.errors import FeastObjectNotFoundException
 from hear_features.errors import ConfigError
 from hear_features.featurestore import runtime
 from hear_features.featurestore.config import YAML, EncoderSettings, engine_config, find_repo
+from hear_features.featurestore.tables import check_table_path
 from hear_features.quiet import quiet_warnings
 
 log = logging.getLogger(__name__)
@@ -68,14 +69,19 @@ def tables(store: FeatureStore) -> Tables:
 
     After ``feast apply`` the registry says where they are. Before it (registering is
     the first step of the workflow) they are where ``feature_repo/definitions.py`` puts
-    them: ``<repo>/data/``.
+    them: ``<repo>/data/``. :class:`ConfigError` for a path DuckDB would misread
+    (:func:`~hear_features.featurestore.tables.check_table_path`) and for a registry
+    that names another repository's tables (a copied folder not applied again).
     """
     default = Path(store.repo_path) / "data"
     names = views(store)
-    return Tables(
+    found = Tables(
         registrations=_view_path(store, names.registrations) or default / "registrations.parquet",
         embeddings=_view_path(store, names.embeddings) or default / "embeddings.parquet",
     )
+    check_table_path(found.registrations)
+    check_table_path(found.embeddings)
+    return found
 
 
 def _view_path(store: FeatureStore, name: str) -> Path | None:

@@ -1,9 +1,13 @@
 """Reading and writing the offline tables (Parquet files).
 
 Their columns are in :mod:`hear_features.schema`, plus the study's own columns
-(:mod:`hear_features.study`). Writes replace the whole file atomically, so readers,
-including a DuckDB query running at the same time, see the old table or the new one,
-never a mix.
+(:mod:`hear_features.study`). Writes replace the whole file atomically (a new file
+renamed over the old), so a reader that opens the file once sees the old table or the
+new one, never a mix. Readers that reopen the file by name during one read (DuckDB, and
+with it Feast's offline store) read either through :func:`snapshot` (the file opened
+once) or inside :func:`reading`, which :func:`write_table` waits for. DuckDB also reads
+meaning into a path (``KEY=VALUE`` folders become partition columns, ``*?[`` globs):
+:func:`check_table_path` refuses such paths.
 
 Schema evolution: a nullable column the file lacks (a study column declared after rows
 were written) reads as nulls, and a column the file holds but the caller does not ask
@@ -13,6 +17,9 @@ stored data.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +29,7 @@ import pyarrow.parquet as pq
 
 from hear_features.atomic import atomic_path
 from hear_features.errors import ConfigError
+from hear_features.locking import file_lock
 
 
 def read_table(path: Path, schema: pa.Schema) -> pa.Table:
@@ -32,6 +40,43 @@ def read_table(path: Path, schema: pa.Schema) -> pa.Table:
     if not path.exists():
         return schema.empty_table()
     return conform(pq.read_table(path), schema, str(path))
+
+
+def check_table_path(path: Path) -> None:
+    """Refuse (:class:`ConfigError`) a table path that DuckDB, which Feast's offline store
+    reads it with, would not read as the file it names: a folder named ``KEY=VALUE``
+    (taken for a partition column: every row would read ``VALUE`` for ``KEY``, a stored
+    column of that name included) or a glob character (``*``, ``?``, ``[``), which can
+    make it read other files."""
+    for part in path.parts:
+        if "=" in part and part != path.name:
+            raise ConfigError(
+                f"the offline table {path} lies in a folder named {part!r}: DuckDB would "
+                f"read it as a partition column (every row's {part.split('=')[0]!r} would "
+                "read as the folder's value); move or rename the folder"
+            )
+    if any(ch in str(path) for ch in "*?["):
+        raise ConfigError(
+            f"the offline table path {path} holds a glob character (* ? [): DuckDB would "
+            "read every file it matches; move or rename the folder"
+        )
+
+
+@contextlib.contextmanager
+def snapshot(path: Path) -> Iterator[str]:
+    """A name for the file that ``path`` names now, valid for the block: the file is
+    opened once and the name (``/proc/self/fd/N``) reaches that open file, so readers
+    that reopen the name (DuckDB does, per thread) keep reading this version after a
+    writer has renamed a new table over ``path``, and the name holds no character a
+    reader could interpret (DuckDB takes ``KEY=VALUE`` folders for partition columns and
+    ``*?[`` for globs). Where the system has no such names, the path itself.
+    ``FileNotFoundError`` when there is no file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        folder = next((f for f in ("/proc/self/fd", "/dev/fd") if os.path.isdir(f)), None)
+        yield f"{folder}/{fd}" if folder else str(path)
+    finally:
+        os.close(fd)
 
 
 def conform(table: pa.Table, schema: pa.Schema, name: str = "table") -> pa.Table:
@@ -72,9 +117,46 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, name: str) -> pa.ChunkedArra
 ROW_GROUP_ROWS = 8192
 
 
-def write_table(path: Path, table: pa.Table) -> None:
-    """Replace ``path`` with ``table`` atomically (temp file, fsync, rename)."""
-    with atomic_path(path) as tmp:
+#: Beside each table, the lock its readers share and its writer takes alone to replace it.
+READERS_LOCK = ".readers.lock"
+
+
+@contextlib.contextmanager
+def reading(path: Path, timeout_s: float = 600.0) -> Iterator[None]:
+    """Keep ``path`` from being replaced while the block reads it by name.
+
+    For readers that reopen the file by its path during one read (Feast's DuckDB offline
+    store does, per thread): a rename in between would mix two versions into one answer.
+    Readers share the lock; :func:`write_table` waits for them (and they for it). Where
+    the lock file cannot be created (a read-only copy of a repository), nobody can
+    replace the table either, and the block runs unlocked."""
+    with contextlib.ExitStack() as stack:
+        with contextlib.suppress(PermissionError):
+            stack.enter_context(
+                file_lock(
+                    path,
+                    timeout_s=timeout_s,
+                    what=f"table {path}",
+                    suffix=READERS_LOCK,
+                    shared=True,
+                )
+            )
+        yield
+
+
+def write_table(path: Path, table: pa.Table, timeout_s: float = 600.0) -> None:
+    """Replace ``path`` with ``table`` atomically (temp file, fsync, rename), once no
+    :func:`reading` block reads it."""
+    with (
+        file_lock(
+            path,
+            timeout_s=timeout_s,
+            what=f"table {path}",
+            suffix=READERS_LOCK,
+            busy="being read by other processes",
+        ),
+        atomic_path(path) as tmp,
+    ):
         # zstd: 8% smaller, 2.5x slower to write
         pq.write_table(table, tmp, compression="snappy", row_group_size=ROW_GROUP_ROWS)
 

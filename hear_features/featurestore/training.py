@@ -33,7 +33,7 @@ from hear_features.featurestore.forget import Pending, pending
 from hear_features.featurestore.offline_rows import rows_at
 from hear_features.featurestore.repo import Tables, tables, views
 from hear_features.featurestore.search import ClipSearch, Filter, check_same_model, clip_search
-from hear_features.featurestore.tables import newest_per_key, read_table
+from hear_features.featurestore.tables import newest_per_key, read_table, reading
 from hear_features.outputs import write_table
 from hear_features.query import audio_query
 from hear_features.schema import (
@@ -139,25 +139,44 @@ def _read_features(
             return frame
     view = views(store).embeddings
     features = [f"{view}:{name}" for name in wanted]
-    return store.get_historical_features(entity_df=entity_df, features=features).to_df()
+    table = tables(store).embeddings
+    if not table.exists():  # Feast would fail deep in DuckDB with "No files found"
+        raise ConfigError(
+            f"the embeddings table {table} does not exist (was it deleted or moved?): "
+            "there are no training rows to read"
+        )
+    with reading(table):
+        return store.get_historical_features(entity_df=entity_df, features=features).to_df()
 
 
 def _refuse_unknown(where: Tables, clip_ids: pd.Series, forgotten: Pending) -> None:
     """Refuse ids the tables do not hold, and those of an interrupted forget
     (:func:`~hear_features.featurestore.forget.pending_clips`) that they may still hold."""
-    wanted = pa.array(sorted(set(clip_ids)), pa.string())
+    ids = sorted(set(clip_ids))
+    storable = [c for c in ids if _is_utf8(c)]  # no stored id is anything else
+    wanted = pa.array(storable, pa.string())
     known = np.zeros(len(wanted), dtype=bool)
     for path in (where.registrations, where.embeddings):
         if path.exists():  # membership in Arrow: no Python string per stored row
             stored = pq.read_table(path, columns=["clip_id"])["clip_id"].combine_chunks()
             found = pc.is_in(wanted, value_set=stored.cast(pa.string()))
             known |= found.to_numpy(zero_copy_only=False)
-    unknown = [c for c, k in zip(wanted.to_pylist(), known, strict=True) if not k or c in forgotten]
+    unknown = [c for c in ids if not _is_utf8(c)]
+    unknown += [c for c, k in zip(storable, known, strict=True) if not k or c in forgotten]
     if unknown:
-        shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+        printable = [c.encode("utf-8", "backslashreplace").decode() for c in unknown[:10]]
+        shown = ", ".join(printable) + (" ..." if len(unknown) > 10 else "")
         raise UnknownClipError(
             f"{len(unknown)} unknown clip id(s), never registered (or forgotten): {shown}"
         )
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, from a badly decoded file name, say
+        return False
+    return True
 
 
 def write_training_set(frame: pd.DataFrame, out: Path) -> None:

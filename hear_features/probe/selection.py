@@ -26,6 +26,7 @@ from hear_features import where as where_mod
 from hear_features.errors import ProbeError
 from hear_features.featurestore.forget import pending
 from hear_features.featurestore.repo import tables, views
+from hear_features.featurestore.tables import reading
 from hear_features.featurestore.training import latest_embeddings
 from hear_features.schema import EMBEDDING, ENTITY, EVENT_TIMESTAMP
 
@@ -172,7 +173,9 @@ def _metadata_at(
     entities = pd.DataFrame(
         {"clip_id": ids, EVENT_TIMESTAMP: pd.Timestamp(at).tz_convert("UTC")}
     ).astype({EVENT_TIMESTAMP: "datetime64[us, UTC]"})
-    frame = store.get_historical_features(entity_df=entities, features=features).to_df()
+    where = tables(store)
+    with reading(where.registrations), reading(where.embeddings):
+        frame = store.get_historical_features(entity_df=entities, features=features).to_df()
     frame = frame.drop(columns=[EVENT_TIMESTAMP]).drop_duplicates("clip_id")
     return frame.set_index("clip_id").reindex(ids).reset_index(), [v.name for v in read]
 

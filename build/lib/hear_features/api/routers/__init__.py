@@ -1,1 +1,0 @@
-"""One router per resource: search, clips, training sets, health."""
