@@ -121,3 +121,21 @@ def test_a_missing_embeddings_table_is_named(workflow: Workflow) -> None:
             training_set(store, entities)
     finally:
         moved.rename(table)
+
+
+def test_a_damaged_page_is_an_error_not_a_value(tmp_path: Path) -> None:
+    """Pages carry CRC-32 checksums: one flipped byte inside the data is refused when the
+    project reads the table, instead of coming back as a different number."""
+    import numpy as np
+
+    from hear_features.featurestore.tables import read_table
+
+    path = tmp_path / "t.parquet"
+    schema = pa.schema([("x", pa.float32())])
+    write_table(path, pa.table({"x": pa.array(np.arange(100_000, dtype=np.float32))}))
+    assert read_table(path, schema)["x"][5].as_py() == 5.0
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match=r"cannot be read .*CRC"):
+        read_table(path, schema)

@@ -39,7 +39,11 @@ def read_table(path: Path, schema: pa.Schema) -> pa.Table:
     or a column whose values do not fit ``schema``'s type."""
     if not path.exists():
         return schema.empty_table()
-    return conform(pq.read_table(path), schema, str(path))
+    try:  # pages carry CRC-32 checksums (write_table): a damaged page is an error
+        table = pq.read_table(path, page_checksum_verification=True)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ConfigError(f"offline table {path} cannot be read (damaged?): {exc}") from exc
+    return conform(table, schema, str(path))
 
 
 def check_table_path(path: Path) -> None:
@@ -158,7 +162,13 @@ def write_table(path: Path, table: pa.Table, timeout_s: float = 600.0) -> None:
         atomic_path(path) as tmp,
     ):
         # zstd: 8% smaller, 2.5x slower to write
-        pq.write_table(table, tmp, compression="snappy", row_group_size=ROW_GROUP_ROWS)
+        pq.write_table(
+            table,
+            tmp,
+            compression="snappy",
+            row_group_size=ROW_GROUP_ROWS,
+            write_page_checksum=True,
+        )
 
 
 def ensure_table(path: Path, schema: pa.Schema) -> bool:
