@@ -72,14 +72,25 @@ def test_a_replacement_waits_for_the_readers(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("folder", "problem"),
-    [("site=north", "partition column"), ("study [v2]", "glob character"), ("a*b", "glob")],
+    [("label=cough", "partition column"), ("study [v2]", "glob character"), ("a*b", "glob")],
 )
 def test_table_paths_duckdb_would_misread_are_refused(
     tmp_path: Path, folder: str, problem: str
 ) -> None:
-    check_table_path(tmp_path / "plain" / "data" / "embeddings.parquet")  # fine
+    columns = {"clip_id", "label"}
+    check_table_path(tmp_path / "plain" / "data" / "embeddings.parquet", columns)
+    check_table_path(tmp_path / "run=1" / "data" / "embeddings.parquet", columns)  # no column
     with pytest.raises(ConfigError, match=problem):
-        check_table_path(tmp_path / folder / "data" / "embeddings.parquet")
+        check_table_path(tmp_path / folder / "data" / "embeddings.parquet", columns)
+
+
+def test_a_key_value_folder_named_like_a_column_of_the_file_is_refused(tmp_path: Path) -> None:
+    """A column the file holds but nobody declared (a study column no longer declared)
+    counts too."""
+    path = tmp_path / "site=north" / "t.parquet"
+    write_table(path, pa.table({"clip_id": ["a"], "site": ["south"]}))
+    with pytest.raises(ConfigError, match="'site' as 'north'"):
+        check_table_path(path, {"clip_id"})
 
 
 def test_a_repository_under_a_partition_like_folder_is_refused_by_commands(
@@ -139,3 +150,33 @@ def test_a_damaged_page_is_an_error_not_a_value(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(ConfigError, match=r"cannot be read .*CRC"):
         read_table(path, schema)
+
+
+def test_a_training_set_during_a_materialisation_is_refused_in_words(
+    workflow: Workflow, tmp_path: Path
+) -> None:
+    """Feast reads no rows of a view marked as being materialised; the project says so
+    (and the one-timestamp read, which does not go through Feast, still answers)."""
+    import shutil
+
+    import pandas as pd
+    from feast.feature_view import FeatureViewState
+
+    from hear_features.featurestore.repo import open_store, tables
+    from tests.conftest import feast
+
+    repo = tmp_path / "repo"
+    shutil.copytree(workflow.repo, repo, ignore=shutil.ignore_patterns("*.lock"))
+    feast(repo, "apply")
+    store = open_store(repo)
+    view = store.get_feature_view("cough_embeddings")
+    view.state = FeatureViewState.MATERIALIZING
+    store.registry.apply_feature_view(view, store.project)
+    ids = pq.read_table(tables(store).embeddings, columns=["clip_id"])["clip_id"].to_pylist()[:2]
+    two = pd.DataFrame(
+        {"clip_id": ids, "event_timestamp": ["2100-01-01T00:00:00Z", "2100-01-02T00:00:00Z"]}
+    )
+    with pytest.raises(LockTimeout, match="being materialised"):
+        training_set(open_store(repo), two)
+    one = two.assign(event_timestamp="2100-01-01T00:00:00Z")
+    assert training_set(open_store(repo), one)["embedding"].notna().all()

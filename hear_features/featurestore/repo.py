@@ -17,9 +17,16 @@ from feast.errors import FeastObjectNotFoundException
 
 from hear_features.errors import ConfigError
 from hear_features.featurestore import runtime
-from hear_features.featurestore.config import YAML, EncoderSettings, engine_config, find_repo
+from hear_features.featurestore.config import (
+    YAML,
+    EncoderSettings,
+    engine_config,
+    find_repo,
+    study_columns,
+)
 from hear_features.featurestore.tables import check_table_path
 from hear_features.quiet import quiet_warnings
+from hear_features.schema import EMBEDDING_SCHEMA, REGISTRATION_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +86,9 @@ def tables(store: FeatureStore) -> Tables:
         registrations=_view_path(store, names.registrations) or default / "registrations.parquet",
         embeddings=_view_path(store, names.embeddings) or default / "embeddings.parquet",
     )
-    check_table_path(found.registrations)
-    check_table_path(found.embeddings)
+    columns = {*REGISTRATION_SCHEMA.names, *EMBEDDING_SCHEMA.names, *study_columns(store.config)}
+    check_table_path(found.registrations, columns)
+    check_table_path(found.embeddings, columns)
     return found
 
 
@@ -96,7 +104,9 @@ def _view_path(store: FeatureStore, name: str) -> Path | None:
     path = Path(source.path)
     path = path if path.is_absolute() else repo / path  # as Feast reads it
     owner = _repo_holding(path.parent)
-    if owner is not None and owner != repo:
+    # Another repository's folder, not one this repository lies in (tables kept on
+    # purpose beside the repositories of a larger project).
+    if owner is not None and owner != repo and owner not in repo.parents:
         raise ConfigError(
             f"the registry of {repo} says view {name} reads {path}, a table of another "
             f"feature repository ({owner}): the registry was applied there (a copied "

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,31 +39,41 @@ def read_table(path: Path, schema: pa.Schema) -> pa.Table:
     or a column whose values do not fit ``schema``'s type."""
     if not path.exists():
         return schema.empty_table()
-    try:  # pages carry CRC-32 checksums (write_table): a damaged page is an error
+    # Pages carry CRC-32 checksums (write_table): here a damaged page is an error. DuckDB
+    # (Feast's offline store, offline_rows) does not check them.
+    try:
         table = pq.read_table(path, page_checksum_verification=True)
     except (OSError, pa.ArrowInvalid) as exc:
         raise ConfigError(f"offline table {path} cannot be read (damaged?): {exc}") from exc
     return conform(table, schema, str(path))
 
 
-def check_table_path(path: Path) -> None:
+def check_table_path(path: Path, columns: Collection[str] = ()) -> None:
     """Refuse (:class:`ConfigError`) a table path that DuckDB, which Feast's offline store
-    reads it with, would not read as the file it names: a folder named ``KEY=VALUE``
-    (taken for a partition column: every row would read ``VALUE`` for ``KEY``, a stored
-    column of that name included) or a glob character (``*``, ``?``, ``[``), which can
-    make it read other files."""
-    for part in path.parts:
-        if "=" in part and part != path.name:
-            raise ConfigError(
-                f"the offline table {path} lies in a folder named {part!r}: DuckDB would "
-                f"read it as a partition column (every row's {part.split('=')[0]!r} would "
-                "read as the folder's value); move or rename the folder"
-            )
+    reads it with, would not read as the file it names: a folder named ``KEY=VALUE`` where
+    ``KEY`` is one of ``columns`` or of the file's own (taken for a partition column,
+    every row would read ``VALUE`` for it), or a glob character (``*``, ``?``, ``[``),
+    which can make it read other files. Other ``KEY=VALUE`` folders (``run=1``) only add
+    a column nobody reads, and pass."""
     if any(ch in str(path) for ch in "*?["):
         raise ConfigError(
             f"the offline table path {path} holds a glob character (* ? [): DuckDB would "
             "read every file it matches; move or rename the folder"
         )
+    folders = [p for p in path.parent.parts if "=" in p]
+    if not folders:
+        return
+    names = set(columns)
+    if path.is_file():
+        names |= set(pq.read_schema(path).names)
+    for part in folders:
+        key = part.split("=", 1)[0]
+        if key in names:
+            raise ConfigError(
+                f"the offline table {path} lies in a folder named {part!r}: DuckDB would "
+                f"read it as a partition column, and every row's {key!r} as "
+                f"{part.split('=', 1)[1]!r}; move or rename the folder"
+            )
 
 
 @contextlib.contextmanager
@@ -135,7 +145,7 @@ def reading(path: Path, timeout_s: float = 600.0) -> Iterator[None]:
     the lock file cannot be created (a read-only copy of a repository), nobody can
     replace the table either, and the block runs unlocked."""
     with contextlib.ExitStack() as stack:
-        with contextlib.suppress(PermissionError):
+        with contextlib.suppress(OSError):  # no permission, or a read-only file system
             stack.enter_context(
                 file_lock(
                     path,

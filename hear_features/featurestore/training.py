@@ -27,7 +27,7 @@ from feast import FeatureStore
 
 from hear_features.audio import AudioLimits, WindowConfig
 from hear_features.embedding import Encoder
-from hear_features.errors import ConfigError, InputShapeError, UnknownClipError
+from hear_features.errors import ConfigError, InputShapeError, LockTimeout, UnknownClipError
 from hear_features.featurestore.config import study_columns
 from hear_features.featurestore.forget import Pending, pending
 from hear_features.featurestore.offline_rows import rows_at
@@ -145,8 +145,25 @@ def _read_features(
             f"the embeddings table {table} does not exist (was it deleted or moved?): "
             "there are no training rows to read"
         )
+    _refuse_while_materializing(store, view)
     with reading(table):
         return store.get_historical_features(entity_df=entity_df, features=features).to_df()
+
+
+def _refuse_while_materializing(store: FeatureStore, view: str) -> None:
+    """Feast serves no rows of a view it marks as being materialised, offline ones
+    included; say so in the project's words (:class:`LockTimeout`) instead of its
+    ``ValueError``."""
+    from feast.feature_view import FeatureViewState
+
+    state = getattr(store.registry.get_feature_view(view, store.project), "state", None)
+    if state == FeatureViewState.MATERIALIZING:
+        raise LockTimeout(
+            f"feature view {view} is being materialised (`feast materialize` is running, "
+            "or was killed: then run it again), and Feast reads no training rows from a "
+            "view in that state; try again when it has finished. Entity rows that all "
+            "share one timestamp are read without Feast and are not held up."
+        )
 
 
 def _refuse_unknown(where: Tables, clip_ids: pd.Series, forgotten: Pending) -> None:

@@ -15,6 +15,7 @@ first :func:`vacuum`, and marked.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -39,7 +40,14 @@ def connection(path: Path) -> sqlite3.Connection:
         new = not path.exists() or path.stat().st_size == 0
         conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA secure_delete = ON")  # before any write: see the module doc
-        conn.execute("PRAGMA journal_mode=WAL")
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            # A database this process may not write (a read-only copy of a repository):
+            # the journal mode is a property of the file, set when it was created; reads
+            # work as they are, and a write fails with SQLite's own message.
+            if os.access(path, os.W_OK):
+                raise
         conn.execute("PRAGMA synchronous=NORMAL")
         if new:
             conn.execute(f"PRAGMA user_version = {ALWAYS_ZEROED}")
