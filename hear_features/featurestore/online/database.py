@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from hear_features.errors import LockTimeout
+from hear_features.errors import ConfigError, LockTimeout
 
 _local = threading.local()
 
@@ -37,17 +37,17 @@ def connection(path: Path) -> sqlite3.Connection:
     _local.conns = conns
     if path not in conns:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            # SQLite's WAL journal needs its -wal and -shm files beside the database
+            # even to read it; without write access it fails deep in a query.
+            raise ConfigError(
+                f"the online database {path} (or its folder) is not writable by this user: "
+                "searching it needs write access to that folder, for SQLite's journal files"
+            )
         new = not path.exists() or path.stat().st_size == 0
         conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA secure_delete = ON")  # before any write: see the module doc
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.OperationalError:
-            # A database this process may not write (a read-only copy of a repository):
-            # the journal mode is a property of the file, set when it was created; reads
-            # work as they are, and a write fails with SQLite's own message.
-            if os.access(path, os.W_OK):
-                raise
+        conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         if new:
             conn.execute(f"PRAGMA user_version = {ALWAYS_ZEROED}")

@@ -12,6 +12,8 @@ A materialisation against a database that was removed would otherwise stop in SQ
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import uuid
 from typing import Final
 
@@ -27,6 +29,10 @@ def database_id(table: ViewTable) -> str:
     """The random id of the database holding ``table``, made the first time it is asked
     for (``feast apply`` asks)."""
     conn = connection(table.database)
+    with contextlib.suppress(sqlite3.OperationalError):  # no such table: made below
+        row = conn.execute(f"SELECT value FROM \"{META_TABLE}\" WHERE key = 'id'").fetchone()
+        if row:  # read only: a read-only copy of a repository is searched as it is
+            return str(row[0])
     conn.execute(
         f'CREATE TABLE IF NOT EXISTS "{META_TABLE}" (key TEXT PRIMARY KEY, value TEXT NOT NULL)'
     )
