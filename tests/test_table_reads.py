@@ -178,5 +178,9 @@ def test_a_training_set_during_a_materialisation_is_refused_in_words(
     )
     with pytest.raises(LockTimeout, match="being materialised"):
         training_set(open_store(repo), two)
+    from hear_features.probe.selection import from_store
+
+    with pytest.raises(LockTimeout, match="cough_embeddings is being materialised"):
+        from_store(open_store(repo))  # the probe reads every view through Feast
     one = two.assign(event_timestamp="2100-01-01T00:00:00Z")
     assert training_set(open_store(repo), one)["embedding"].notna().all()

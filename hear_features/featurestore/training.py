@@ -145,25 +145,26 @@ def _read_features(
             f"the embeddings table {table} does not exist (was it deleted or moved?): "
             "there are no training rows to read"
         )
-    _refuse_while_materializing(store, view)
+    refuse_while_materializing(store, [view])
     with reading(table):
         return store.get_historical_features(entity_df=entity_df, features=features).to_df()
 
 
-def _refuse_while_materializing(store: FeatureStore, view: str) -> None:
+def refuse_while_materializing(store: FeatureStore, view_names: Sequence[str]) -> None:
     """Feast serves no rows of a view it marks as being materialised, offline ones
-    included; say so in the project's words (:class:`LockTimeout`) instead of its
-    ``ValueError``."""
+    included; say so in the project's words (:class:`LockTimeout`) before asking it,
+    instead of its ``ValueError`` from inside the read."""
     from feast.feature_view import FeatureViewState
 
-    state = getattr(store.registry.get_feature_view(view, store.project), "state", None)
-    if state == FeatureViewState.MATERIALIZING:
-        raise LockTimeout(
-            f"feature view {view} is being materialised (`feast materialize` is running, "
-            "or was killed: then run it again), and Feast reads no training rows from a "
-            "view in that state; try again when it has finished. Entity rows that all "
-            "share one timestamp are read without Feast and are not held up."
-        )
+    for view in view_names:
+        state = getattr(store.registry.get_feature_view(view, store.project), "state", None)
+        if state == FeatureViewState.MATERIALIZING:
+            raise LockTimeout(
+                f"feature view {view} is being materialised (`feast materialize` is "
+                "running, or was killed: then run it again), and Feast reads no rows of a "
+                "view in that state; try again when it has finished. Training rows that "
+                "all share one timestamp are read without Feast and are not held up."
+            )
 
 
 def _refuse_unknown(where: Tables, clip_ids: pd.Series, forgotten: Pending) -> None:

@@ -27,7 +27,7 @@ from hear_features.errors import ProbeError
 from hear_features.featurestore.forget import pending
 from hear_features.featurestore.repo import tables, views
 from hear_features.featurestore.tables import reading
-from hear_features.featurestore.training import latest_embeddings
+from hear_features.featurestore.training import latest_embeddings, refuse_while_materializing
 from hear_features.schema import EMBEDDING, ENTITY, EVENT_TIMESTAMP
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,7 @@ def _metadata_at(
     entities = pd.DataFrame(
         {"clip_id": ids, EVENT_TIMESTAMP: pd.Timestamp(at).tz_convert("UTC")}
     ).astype({EVENT_TIMESTAMP: "datetime64[us, UTC]"})
+    refuse_while_materializing(store, [v.name for v in read])
     where = tables(store)
     with reading(where.registrations), reading(where.embeddings):
         frame = store.get_historical_features(entity_df=entities, features=features).to_df()
