@@ -172,6 +172,7 @@ def _refuse_unknown(where: Tables, clip_ids: pd.Series, forgotten: Pending) -> N
     (:func:`~hear_features.featurestore.forget.pending_clips`) that they may still hold."""
     ids = sorted(set(clip_ids))
     storable = [c for c in ids if _is_utf8(c)]  # no stored id is anything else
+    unknown = sorted(set(ids) - set(storable))
     wanted = pa.array(storable, pa.string())
     known = np.zeros(len(wanted), dtype=bool)
     for path in (where.registrations, where.embeddings):
@@ -179,7 +180,6 @@ def _refuse_unknown(where: Tables, clip_ids: pd.Series, forgotten: Pending) -> N
             stored = pq.read_table(path, columns=["clip_id"])["clip_id"].combine_chunks()
             found = pc.is_in(wanted, value_set=stored.cast(pa.string()))
             known |= found.to_numpy(zero_copy_only=False)
-    unknown = [c for c in ids if not _is_utf8(c)]
     unknown += [c for c, k in zip(storable, known, strict=True) if not k or c in forgotten]
     if unknown:
         printable = [c.encode("utf-8", "backslashreplace").decode() for c in unknown[:10]]
