@@ -21,6 +21,7 @@ purpose (a filter on ``subject_id``, ``include_embedding``, a map column) is ref
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,9 +29,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pandas as pd
-from fastapi import Depends
+from fastapi import Depends, Request
 from hear_features.api.auth import Caller, Sensitive
-from hear_features.api.deps import CallerDep, WorkerDep
+from hear_features.api.deps import current_caller, get_worker
 
 from hear_features.audio.sources import AudioSources
 from hear_features.errors import FilterError, Forbidden, HearFeaturesError
@@ -77,6 +78,20 @@ def kind_of(name: str) -> Sensitive | None:
     return GUARDED_FIELDS.get(name, Sensitive.metadata)
 
 
+@functools.lru_cache(maxsize=4096)
+def _may_show(sees: frozenset[Sensitive], own: frozenset[str], name: str) -> bool:
+    """Whether a caller that may see ``sees`` and sent columns ``own`` gets field ``name``.
+
+    Kept per (caller's kinds, own columns, field): every hit of every search asks this for
+    each of its fields, and the answer only changes with the key."""
+    if name in own:
+        return True
+    if name in SERVER_ONLY:
+        return False
+    kind = kind_of(name)
+    return kind is None or kind in sees
+
+
 @dataclass(frozen=True)
 class Disclosure:
     """The fields of stored clips that one caller may see.
@@ -95,18 +110,14 @@ class Disclosure:
         return Disclosure(self.caller, self.roots, echoed)
 
     def may_show(self, name: str) -> bool:
-        if name in self.own:
-            return True
-        if name in SERVER_ONLY:
-            return False
-        kind = kind_of(name)
-        return kind is None or self.caller.may_see(kind)
+        return _may_show(self.caller.sees, self.own, name)
 
     def fields(self, features: Mapping[str, Any]) -> dict[str, Any]:
         """``features`` less what this caller may not see; ``audio_uri`` becomes ``path``
         for callers allowed to see paths."""
-        out = {name: value for name, value in features.items() if self.may_show(name)}
-        if "audio_uri" in features and self.caller.may_see(Sensitive.path):
+        sees, own = self.caller.sees, self.own
+        out = {name: value for name, value in features.items() if _may_show(sees, own, name)}
+        if "audio_uri" in features and Sensitive.path in sees:
             out[PATH] = self.relative_path(features["audio_uri"])
         return out
 
@@ -166,8 +177,13 @@ class Disclosure:
         self.require(names, "filtering")
 
 
-async def get_disclosure(caller: CallerDep, worker: WorkerDep) -> Disclosure:
-    return Disclosure(caller, worker.audio_roots)
+async def get_disclosure(request: Request) -> Disclosure:
+    """What this request's caller may see (its caller: :data:`~hear_features.api.deps.CallerDep`).
+
+    The caller and the worker are looked up here rather than named as dependencies:
+    FastAPI solves each named dependency's own tree again per mention, about 45 us a node
+    on the search path, and routes that show stored data name the worker themselves."""
+    return Disclosure(await current_caller(request), (await get_worker(request)).audio_roots)
 
 
 #: What the calling key may see of stored clips.

@@ -17,8 +17,11 @@ from fastapi.responses import Response
 from hear_features.api.deps import Authorized
 from hear_features.api.explorer_state import ExplorerDep, ExplorerState
 from hear_features.api.models import error_responses
+from hear_features.api.requests import JsonRoute
 
-router = APIRouter(prefix="/v1/clips", tags=["clips"], dependencies=[Authorized])
+router = APIRouter(
+    prefix="/v1/clips", tags=["clips"], dependencies=[Authorized], route_class=JsonRoute
+)
 ERRORS = error_responses(401, 403, 404, 409, 410, 422, 503)
 
 

@@ -8,12 +8,15 @@ from fastapi import APIRouter, Query
 from hear_features.api.deps import Authorized, CallerDep, FilterQuery, WorkerDep
 from hear_features.api.models import ClipResponse, Neighbour, SimilarResponse, error_responses
 from hear_features.api.privacy import DisclosureDep
+from hear_features.api.requests import JsonRoute
 from hear_features.api.responses import ModelResponse
 
 from hear_features.errors import UnknownClipError
 from hear_features.schema import EMBEDDING
 
-router = APIRouter(prefix="/v1/clips", tags=["clips"], dependencies=[Authorized])
+router = APIRouter(
+    prefix="/v1/clips", tags=["clips"], dependencies=[Authorized], route_class=JsonRoute
+)
 ERRORS = error_responses(401, 403, 404, 422, 429, 503)
 
 
@@ -57,7 +60,7 @@ async def similar(
     disclosure.require_filters(filters.active(), worker.search.filter_fields)
     vectors = await worker.run(worker.search.vectors_of, [clip_id])
     (row,) = await worker.nearest(vectors, k + 1, filters.to_feast())
-    results = [Neighbour.of(m, disclosure) for m in row if m.clip_id != clip_id][:k]
+    results = [Neighbour.plain(m, disclosure) for m in row if m.clip_id != clip_id][:k]
     return ModelResponse(
-        SimilarResponse(clip_id=clip_id, model_id=worker.search.model_id, results=results)
+        {"clip_id": clip_id, "model_id": worker.search.model_id, "results": results}
     )

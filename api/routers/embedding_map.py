@@ -22,12 +22,13 @@ from hear_features.api.models import (
     unicode_text,
 )
 from hear_features.api.privacy import DisclosureDep
+from hear_features.api.requests import JsonRoute
 from hear_features.api.responses import ModelResponse
 
 from hear_features.errors import InvalidRequest, MapError
 from hear_features.explorer.embedding_map import MapMethod
 
-router = APIRouter(prefix="/v1/map", tags=["map"], dependencies=[Authorized])
+router = APIRouter(prefix="/v1/map", tags=["map"], dependencies=[Authorized], route_class=JsonRoute)
 ERRORS = error_responses(401, 403, 422, 429, 503)
 MAX_PAGE = 1_000_000
 MAX_COLUMNS = 20

@@ -19,12 +19,13 @@ from fastapi import APIRouter
 from hear_features.api.auth import Caller
 from hear_features.api.deps import AdminDep, WorkerDep
 from hear_features.api.models import ForgetRequest, ForgetResponse, error_responses
+from hear_features.api.requests import JsonRoute
 from hear_features.api.worker import Worker
 from starlette.concurrency import run_in_threadpool
 
 from hear_features.featurestore.forget import Selector, forget
 
-router = APIRouter(prefix="/v1", tags=["deletion"])
+router = APIRouter(prefix="/v1", tags=["deletion"], route_class=JsonRoute)
 ERRORS = error_responses(401, 403, 404, 409, 422, 429, 503)
 #: Seconds a request waits for a table a writer holds before a 409.
 LOCK_WAIT_S = 60.0

@@ -22,6 +22,7 @@ from hear_features.api.models import (
     error_responses,
 )
 from hear_features.api.privacy import DisclosureDep
+from hear_features.api.requests import JsonRoute
 from hear_features.api.responses import ModelResponse
 from hear_features.api.worker import Slot
 
@@ -32,7 +33,9 @@ from hear_features.featurestore.search import check_same_model
 from hear_features.query import AudioQuery, audio_query, best_per_recording
 from hear_features.schema import EMBEDDING
 
-router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[Authorized])
+router = APIRouter(
+    prefix="/v1/search", tags=["search"], dependencies=[Authorized], route_class=JsonRoute
+)
 ERRORS = error_responses(401, 403, 404, 409, 413, 422, 429, 503)
 
 
@@ -46,10 +49,10 @@ def upload_name(filename: str | None) -> str:
 
 @router.post("/vector", response_model=VectorSearchResponse, responses=ERRORS)
 async def search_vector(
-    body: VectorSearchRequest, worker: WorkerDep, caller: CallerDep, disclosure: DisclosureDep
+    body: VectorSearchRequest, worker: WorkerDep, disclosure: DisclosureDep
 ) -> ModelResponse:
     """The stored clips nearest to an embedding (cosine), with the metadata the key may see."""
-    caller.check_k(body.k)
+    disclosure.caller.check_k(body.k)
     if body.include_embedding:
         disclosure.require([EMBEDDING], "include_embedding")
     filters = None
@@ -59,8 +62,8 @@ async def search_vector(
     # Norms checked in float64 here, not in a batch where one bad query fails the rest.
     vectors = worker.search.check_queries(np.asarray([body.vector], np.float64))
     (row,) = await worker.nearest(vectors, body.k, filters, body.include_embedding)
-    results = [Neighbour.of(m, disclosure) for m in row]
-    return ModelResponse(VectorSearchResponse(model_id=worker.search.model_id, results=results))
+    results = [Neighbour.plain(m, disclosure) for m in row]
+    return ModelResponse({"model_id": worker.search.model_id, "results": results})
 
 
 #: Form fields of /v1/search/audio that are not filters.

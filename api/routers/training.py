@@ -13,13 +13,16 @@ from fastapi.responses import Response
 from hear_features.api.deps import Authorized, CallerDep, WorkerDep
 from hear_features.api.models import TrainingSetRequest, TrainingSetResponse, error_responses
 from hear_features.api.privacy import DisclosureDep
+from hear_features.api.requests import JsonRoute
 from hear_features.api.worker import Slot
 
 from hear_features.errors import InvalidRequest
 from hear_features.featurestore.training import more_like_these, write_training_set
 from hear_features.featurestore.training import training_set as build_training_set
 
-router = APIRouter(prefix="/v1", tags=["training"], dependencies=[Authorized])
+router = APIRouter(
+    prefix="/v1", tags=["training"], dependencies=[Authorized], route_class=JsonRoute
+)
 PARQUET = "application/vnd.apache.parquet"
 ERRORS = error_responses(401, 403, 404, 422, 429, 503)
 #: Response header listing the columns left out for this key (Parquet answers).
