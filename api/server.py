@@ -12,6 +12,8 @@ own, :class:`~hear_features.api.worker.Worker`).
 
 The protocol class is named to uvicorn by import path, so every worker process gets it;
 it reads its timeout from ``HEAR_API_HEADER_TIMEOUT_S`` (``hear-features serve`` sets it).
+With several workers it also keeps their keep-alive connections even
+(:mod:`hear_features.api.balance`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import os
 from typing import Any
 
+from hear_features.api.balance import worker_table
 from hear_features.api.errors import error_body
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -51,9 +54,14 @@ class HeaderTimeoutProtocol(_Fast):
         super().__init__(*args, **kwargs)
         self._header_timeout_s = header_timeout_s()
         self._header_timer: asyncio.TimerHandle | None = None
+        self._table = worker_table()
+        self._counted = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if self._table is not None:
+            self._table.opened()
+            self._counted = True
         self._arm_header_timer()
 
     def on_response_complete(self) -> None:
@@ -62,13 +70,25 @@ class HeaderTimeoutProtocol(_Fast):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()
+        self._uncount()
         super().connection_lost(exc)
+
+    def _uncount(self) -> None:
+        if self._counted and self._table is not None:
+            self._counted = False
+            self._table.closed()
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         # Over the connection limit uvicorn answers with a plain-text 503; ours is JSON,
         # like every other refusal. (httptools' protocol; h11's keeps the plain one.)
         if app is service_unavailable:
             app = _json_service_unavailable
+        if self._counted and cycle.keep_alive and self._table.over_share():  # type: ignore[union-attr]
+            # More than this worker's share of connections: this answer says
+            # "Connection: close", and the client reconnects (api.balance). It no longer
+            # counts here, so that one connection leaves for each one too many.
+            cycle.keep_alive = False
+            self._uncount()
         super()._start_asgi_task(cycle, app)
 
     def send_400_response(self, msg: str) -> None:

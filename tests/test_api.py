@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
+from hear_features.api.models import VectorSearchResponse
 
 from hear_features.audio.writers import write_audio
 from hear_features.synthetic import write_corpus
@@ -101,6 +102,8 @@ def test_vector_search_returns_exact_neighbours_with_metadata(server: Server) ->
         reply = c.post("/v1/search/vector", json={"vector": query.tolist(), "k": 4})
     assert reply.status_code == 200, reply.text
     body = reply.json()
+    # Hits are rendered from plain values: the answer must still be the declared model.
+    assert VectorSearchResponse.model_validate(body).model_dump(exclude_unset=True) == body
     unit = query / np.linalg.norm(query)
     expected = sorted(
         truth,
@@ -442,6 +445,54 @@ def test_serve_says_ready_only_once_readyz_answers(api_repo: Path, tmp_path: Pat
     lines = out.read_text().splitlines()
     assert lines[0].startswith("starting: ") and f"http://127.0.0.1:{port}" in lines[0]
     assert lines[1].startswith("ready: serving ") and f"http://127.0.0.1:{port}" in lines[1]
+
+
+def test_workers_share_keep_alive_connections(api_repo: Path) -> None:
+    """Eight keep-alive connections opened at once on a two-worker server end up four and
+    four (within api.balance.SLACK): the worker holding too many answers with
+    ``Connection: close``, and a client that honours it (http.client) reconnects."""
+    import http.client
+
+    import psutil
+    from hear_features.api.balance import SLACK
+
+    srv = start_server(api_repo, "--workers", "2")
+    host, port = srv.url.removeprefix("http://").split(":")
+    try:
+        conns = [http.client.HTTPConnection(host, int(port), timeout=60) for _ in range(8)]
+        for conn in conns:
+            conn.connect()
+        closes = 0
+        for _ in range(12):  # rounds, until one in which no connection was closed
+            closed = 0
+            for conn in conns:
+                conn.request("GET", "/healthz")
+                reply = conn.getresponse()
+                assert reply.status == 200 and reply.read()
+                closed += reply.getheader("connection", "").lower() == "close"
+            closes += closed
+            if not closed:
+                break
+        else:
+            pytest.fail(f"connections were still being closed after 12 rounds ({closes})")
+        workers = [
+            p
+            for p in psutil.Process(srv.process.pid).children()
+            if "resource_tracker" not in " ".join(p.cmdline())
+        ]
+        held = [
+            sum(
+                c.status == psutil.CONN_ESTABLISHED and c.laddr.port == int(port)
+                for c in w.net_connections("tcp")
+            )
+            for w in workers
+        ]
+        assert len(held) == 2 and sum(held) == 8, held
+        assert max(held) - min(held) <= SLACK, (held, closes)
+        for conn in conns:
+            conn.close()
+    finally:
+        stop(srv.process)
 
 
 def test_index_swap_while_a_client_keeps_querying(server: Server, tmp_path: Path) -> None:

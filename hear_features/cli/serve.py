@@ -73,6 +73,7 @@ def serve(
     import uvicorn
 
     from hear_features.api.auth import KeyRing
+    from hear_features.api.balance import shared_table
     from hear_features.api.server import uvicorn_options
     from hear_features.api.settings import ApiSettings
     from hear_features.featurestore.config import find_repo
@@ -105,15 +106,16 @@ def serve(
     url = f"http://{_url_host(host)}:{port}"
     console.print(f"starting: {settings.repo} on {url} ...", highlight=False)
     announce_when_ready(f"{_probe_host(host)}:{port}", f"{settings.repo} on {url}")
-    uvicorn.run(
-        "hear_features.api.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="info" if verbose else "warning",
-        **uvicorn_options(settings.header_timeout_s, settings.max_connections),
-    )
+    with shared_table(workers):  # keep-alive connections spread over the workers
+        uvicorn.run(
+            "hear_features.api.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="info" if verbose else "warning",
+            **uvicorn_options(settings.header_timeout_s, settings.max_connections),
+        )
 
 
 def _url_host(host: str) -> str:
