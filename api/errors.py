@@ -138,6 +138,10 @@ def headers_of(exc: HearFeaturesError) -> dict[str, str] | None:
     return None
 
 
+#: Validation problems named in one 422 answer; the rest are counted.
+MAX_LISTED = 5
+
+
 def _where(err: dict[str, Any]) -> str:
     return ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
 
@@ -166,7 +170,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{_where(err)}: {err.get('msg')}" for err in exc.errors())
+        errors = exc.errors()
+        problems = "; ".join(f"{_where(err)}: {err.get('msg')}" for err in errors[:MAX_LISTED])
+        if len(errors) > MAX_LISTED:  # 512 NaNs are one problem, said five times at most
+            problems += f"; and {len(errors) - MAX_LISTED} more"
         return error_response(422, "ValidationError", problems or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)

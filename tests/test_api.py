@@ -289,7 +289,17 @@ def test_bad_inputs_get_clear_4xx_json(server: Server) -> None:
                 "headers": {"content-type": "application/json"},
             },
             422,
-            "",
+            "vector.0: Input should be a finite number",
+        ),
+        (  # one problem 512 times: five named, the rest counted
+            "post",
+            "/v1/search/vector",
+            {
+                "content": b'{"vector": [NaN' + b", Infinity" * 511 + b"]}",
+                "headers": {"content-type": "application/json"},
+            },
+            422,
+            "vector.4: Input should be a finite number; and 507 more",
         ),
         (
             "post",

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 from fastapi.exceptions import RequestValidationError
 from feast.filter_models import ComparisonFilter, CompoundFilter
 from hear_features.api.models.text import MAX_FILTER_VALUES, MAX_TEXT, FilterValues, unicode_text
@@ -145,13 +144,17 @@ def check_filter_value(name: str, value: Any) -> None:
     )
 
 
+#: A number that is not NaN or infinite ("vector.3: Input should be a finite number").
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
 class VectorSearchRequest(BaseModel):
     """A JSON body: ``k`` must be a JSON integer and ``include_embedding`` a JSON boolean
     (``true`` is not k=1, ``"5"`` is not 5: a type mix-up is refused, not guessed)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    vector: list[float] = Field(
+    vector: list[FiniteFloat] = Field(
         ..., description=f"A {EMBEDDING_DIM}-d embedding from the store's model."
     )
     k: StrictInt = Field(10, ge=1, description="Neighbours to return (at most the server's max_k).")
@@ -161,10 +164,9 @@ class VectorSearchRequest(BaseModel):
     @field_validator("vector")
     @classmethod
     def _shape(cls, value: list[float]) -> list[float]:
+        # Finiteness is checked per value by pydantic-core (FiniteFloat), in Rust.
         if len(value) != EMBEDDING_DIM:
             raise ValueError(f"must have {EMBEDDING_DIM} values, got {len(value)}")
-        if not np.isfinite(np.asarray(value, dtype=np.float64)).all():
-            raise ValueError("must contain only finite numbers (no NaN or infinity)")
         return value
 
 
