@@ -82,3 +82,21 @@ def best_per_recording(
             if recording not in best or hit.distance < best[recording].best.distance:
                 best[recording] = RecordingHit(recording, hit, offset)
     return sorted(best.values(), key=lambda r: r.best.distance)[:k]
+
+
+def recordings_settled(
+    per_window: Sequence[Sequence[_Hit]], depth: int, ranked: Sequence[RecordingHit], k: int
+) -> bool:
+    """Whether ``ranked`` (:func:`best_per_recording` of windows searched ``depth`` clips
+    deep) are certainly the ``k`` nearest recordings.
+
+    A recording has many clips, so ``k`` clips per window can name fewer than ``k``
+    recordings, and a recording can be missing because other recordings' clips filled a
+    window's list. Settled when ``k`` were found and every window's list reaches past the
+    ``k``-th recording's distance (a clip left out is farther than all of them), or when
+    every list is shorter than ``depth`` (the store holds no more)."""
+    exhausted = all(len(hits) < depth for hits in per_window)
+    if len(ranked) < k:
+        return exhausted
+    kth = ranked[-1].best.distance
+    return all(len(hits) < depth or hits[-1].distance >= kth for hits in per_window)

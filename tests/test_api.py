@@ -174,6 +174,41 @@ def test_audio_search_finds_the_uploaded_recording(
     assert best["distance"] < 0.05
 
 
+def test_audio_search_by_recording_returns_k_recordings(server: Server) -> None:
+    """k recordings (or all there are), each once, nearest first, through the real
+    server; and the form's own mistakes are named. (This store's recordings are one clip
+    each; searching deeper when clips of one recording fill the list is
+    tests/test_query.py's.)"""
+    truth = stored(server.repo)
+    recordings = {r["recording_id"] for r in truth.values()}
+    source = next(r["audio_uri"] for r in truth.values() if r["label"] == "cough")
+    data = Path(source).read_bytes()
+    with server.client() as c:
+        for k in (2, 5, len(recordings) + 3):
+            reply = c.post(
+                "/v1/search/audio",
+                files={"file": ("q.wav", data)},
+                data={"k": str(k), "aggregation": "recording"},
+            )
+            assert reply.status_code == 200, reply.text
+            found = reply.json()["recordings"]
+            assert len(found) == min(k, len(recordings)), (k, len(found))
+            assert len({r["recording_id"] for r in found}) == len(found)
+            assert [r["distance"] for r in found] == sorted(r["distance"] for r in found)
+        two = c.post(
+            "/v1/search/audio", files=[("file", ("a.wav", data)), ("file", ("b.wav", data))]
+        )
+        misspelt = c.post(
+            "/v1/search/audio", files={"file": ("q.wav", data)}, data={"window": "strongest"}
+        )
+    assert two.status_code == 422 and "one file per request" in two.json()["error"]["message"]
+    assert misspelt.status_code == 422
+    message = misspelt.json()["error"]["message"]
+    assert (
+        "unknown filter field 'window'" in message and "form fields are file, k, windows" in message
+    )
+
+
 def test_upload_errors_name_the_uploaded_file(server: Server) -> None:
     with server.client() as c:
         reply = c.post(

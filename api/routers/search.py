@@ -28,9 +28,14 @@ from hear_features.api.worker import Slot
 
 from hear_features.audio import AudioLimits
 from hear_features.audio.formats import FORMATS_IN_WORDS
-from hear_features.errors import InvalidRequest
+from hear_features.errors import FilterError, InvalidRequest
 from hear_features.featurestore.search import check_same_model
-from hear_features.query import AudioQuery, audio_query, best_per_recording
+from hear_features.query import (
+    AudioQuery,
+    audio_query,
+    best_per_recording,
+    recordings_settled,
+)
 from hear_features.schema import EMBEDDING
 
 router = APIRouter(
@@ -106,8 +111,19 @@ async def search_audio(
         extra,
         filters,
     )
-    disclosure.require_filters(chosen.active(), worker.search.filter_fields)
+    try:
+        disclosure.require_filters(chosen.active(), worker.search.filter_fields)
+    except FilterError as exc:
+        if not extra:
+            raise
+        # A misspelt option (window=, top_k=) arrives as a filter on a study column.
+        raise FilterError(
+            f"{exc}; this endpoint's own form fields are {', '.join(FORM_FIELDS)}"
+        ) from None
     feast_filters = worker.search.check_filters(chosen.to_feast())  # 422 before decoding
+    uploads = form.getlist("file")
+    if len(uploads) > 1:
+        raise InvalidRequest(f"send one file per request; this one has {len(uploads)}")
     encoder, batcher = worker.require_encoder()
     if worker.index_vectors:
         check_same_model(worker.search.model_id, encoder.model_id)
@@ -136,7 +152,14 @@ async def search_audio(
             for offset, row in zip(query.offsets, per_window, strict=True)
         ]
     else:
+        # k recordings, not the recordings among k clips: search deeper until settled,
+        # at most max_k clips per window.
+        depth, deepest = k, max(k, settings.max_k)
         ranked = best_per_recording(query.offsets, per_window, k)
+        while depth < deepest and not recordings_settled(per_window, depth, ranked, k):
+            depth = min(depth * 4, deepest)
+            per_window = await worker.nearest(vectors, depth, feast_filters)
+            ranked = best_per_recording(query.offsets, per_window, k)
         body.recordings = [RecordingMatch.of(hit, disclosure) for hit in ranked]
     return ModelResponse(body)
 
