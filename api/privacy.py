@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -84,10 +84,10 @@ def _may_show(sees: frozenset[Sensitive], own: frozenset[str], name: str) -> boo
 
     Kept per (caller's kinds, own columns, field): every hit of every search asks this for
     each of its fields, and the answer only changes with the key."""
-    if name in own:
-        return True
     if name in SERVER_ONLY:
         return False
+    if name in own:
+        return True
     kind = kind_of(name)
     return kind is None or kind in sees
 
@@ -103,10 +103,15 @@ class Disclosure:
     roots: tuple[Path, ...] = ()
     own: frozenset[str] = frozenset()
 
-    def with_own(self, names: Iterable[str]) -> Disclosure:
-        """The same, echoing ``names`` (and ``given_<name>``, as a training set renames a
-        column named like a stored feature)."""
-        echoed = frozenset(n for name in names for n in (name, f"given_{name}"))
+    def with_own(self, names: Iterable[str], columns: Collection[str]) -> Disclosure:
+        """The same, echoing the caller's own columns ``names`` as they appear among
+        ``columns`` (the answer's): a training set renames a column named like a stored
+        feature to ``given_<name>``, and then ``<name>`` is the stored feature, shown
+        only as the rules allow (an entity column named ``subject_id`` or ``embedding``
+        must not unlock the stored one)."""
+        echoed = frozenset(
+            f"given_{name}" if f"given_{name}" in columns else name for name in names
+        )
         return Disclosure(self.caller, self.roots, echoed)
 
     def may_show(self, name: str) -> bool:

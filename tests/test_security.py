@@ -407,6 +407,37 @@ def test_read_key_gets_ids_and_labels_but_no_paths_subjects_or_vectors(site: Sit
     }  # fmt: skip
 
 
+def test_entity_columns_named_like_hidden_fields_do_not_unlock_them(site: Site) -> None:
+    """An extra entity column is the caller's own and comes back (renamed ``given_<name>``
+    when a stored feature has the name), but the stored feature keeps its rule: a column
+    named ``embedding``, ``subject_id`` or ``audio_uri`` must not show the stored one."""
+    cough = site.clip("cough")
+    row = {
+        "clip_id": cough,
+        "event_timestamp": "2099-01-01T00:00:00Z",
+        "embedding": 0,
+        "subject_id": "mine",
+        "audio_uri": "x",
+    }
+    with site.client() as c:
+        as_json = c.post("/v1/training-set", json={"entities": [row]})
+        parquet = c.post(
+            "/v1/training-set",
+            json={"entities": [row]},
+            headers={"Accept": "application/vnd.apache.parquet"},
+        )
+    assert as_json.status_code == 200, as_json.text
+    (answer,) = as_json.json()["rows"]
+    assert answer["given_subject_id"] == "mine" and answer["given_embedding"] == 0
+    assert "subject_id" not in answer and "embedding" not in answer
+    assert site.clips[cough]["subject_id"] not in as_json.text
+    assert str(site.corpus) not in as_json.text and "Jane Doe" not in as_json.text
+    assert answer.get("audio_uri") in (None, "x") and answer.get("given_audio_uri") in (None, "x")
+    table = pq.read_table(io.BytesIO(parquet.content))
+    assert "embedding" not in table.column_names and "subject_id" not in table.column_names
+    assert str(site.corpus) not in parquet.content.decode("latin-1")
+
+
 def test_a_key_allowed_to_see_more_gets_subjects_vectors_and_relative_paths(site: Site) -> None:
     cough = site.clip("cough")
     row = site.clips[cough]

@@ -58,7 +58,7 @@ async def training_set(
             raise InvalidRequest("'seeds' is empty")
         caller.check_k(body.k)
         caller.check_rows(len(seeds) * body.k, f"{len(seeds)} distinct seeds x k={body.k}")
-    own = disclosure.with_own(body.extra_columns())
+    own_columns = body.extra_columns()
     as_parquet = bool(accept and PARQUET in accept)
 
     def build() -> tuple[bytes, list[str]]:
@@ -76,7 +76,7 @@ async def training_set(
                 stored = more_like_these(
                     worker.store, seed_ids=seeds, k=body.k, search=worker.search
                 )
-        frame, hidden = own.frame(stored)
+        frame, hidden = disclosure.with_own(own_columns, stored.columns).frame(stored)
         if as_parquet:
             return _parquet(frame), hidden
         rows = [_jsonable(row) for row in frame.to_dict("records")]
