@@ -146,6 +146,16 @@ def _where(err: dict[str, Any]) -> str:
     return ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
 
 
+def _problem(err: dict[str, Any]) -> str:
+    """One validation problem in words; FastAPI's bad JSON is "JSON decode error" at a
+    character offset, so the parser's own reason is added."""
+    if err.get("type") == "json_invalid":
+        at = err.get("loc", ("body", "?"))[-1]
+        why = (err.get("ctx") or {}).get("error", "")
+        return f"body: not valid JSON at character {at}" + (f": {why}" if why else "")
+    return f"{_where(err)}: {err.get('msg')}"
+
+
 def _unreadable_json(exc: StarletteHTTPException) -> str | None:
     """Why a JSON body could not be parsed, when FastAPI says only "There was an error
     parsing the body" (400): nesting past Python's recursion limit, a number of more than
@@ -171,7 +181,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        problems = "; ".join(f"{_where(err)}: {err.get('msg')}" for err in errors[:MAX_LISTED])
+        problems = "; ".join(_problem(err) for err in errors[:MAX_LISTED])
         if len(errors) > MAX_LISTED:  # 512 NaNs are one problem, said five times at most
             problems += f"; and {len(errors) - MAX_LISTED} more"
         return error_response(422, "ValidationError", problems or "invalid request")

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from hear_features.api import edge, errors
 from hear_features.api.auth import KeyRing, RateLimiter
+from hear_features.api.balance import claim_slot
 from hear_features.api.limits import BodySizeLimit
 from hear_features.api.metrics import Metrics, MetricsMiddleware
 from hear_features.api.routers import (
@@ -48,6 +49,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Everything heavy happens here, in the worker, after any fork.
+        claim_slot()  # this worker's place in the connection table (api.balance)
         worker = Worker(settings, metrics)
         app.state.worker = worker
         await worker.start()

@@ -83,7 +83,7 @@ class HeaderTimeoutProtocol(_Fast):
         # like every other refusal. (httptools' protocol; h11's keeps the plain one.)
         if app is service_unavailable:
             app = _json_service_unavailable
-        if self._counted and cycle.keep_alive and self._table.over_share():  # type: ignore[union-attr]
+        if self._counted and cycle.keep_alive and self._table.should_shed(self.loop.time()):  # type: ignore[union-attr]
             # More than this worker's share of connections: this answer says
             # "Connection: close", and the client reconnects (api.balance). It no longer
             # counts here, so that one connection leaves for each one too many.

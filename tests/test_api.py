@@ -326,6 +326,30 @@ def test_bad_inputs_get_clear_4xx_json(server: Server) -> None:
             422,
             "vector.0: Input should be a finite number",
         ),
+        (  # 600,000 NaNs: the length is checked first, one problem
+            "post",
+            "/v1/search/vector",
+            {
+                "content": b'{"vector": [NaN' + b", NaN" * 599_999 + b"]}",
+                "headers": {"content-type": "application/json"},
+            },
+            422,
+            "vector: Value error, must have 512 values, got 600000",
+        ),
+        (  # an integer beyond float's range compared with a number column
+            "post",
+            "/v1/search/vector",
+            {"json": {"vector": [0.1] * 512, "filters": {"offset_s": {"gte": 10**400}}}},
+            422,
+            "is not a finite number (offset_s holds numbers)",
+        ),
+        (
+            "post",
+            "/v1/search/vector",
+            {"content": b'{"vector": [0.1,]}', "headers": {"content-type": "application/json"}},
+            422,
+            "body: not valid JSON at character 16: Expecting value",
+        ),
         (  # one problem 512 times: five named, the rest counted
             "post",
             "/v1/search/vector",
@@ -493,9 +517,11 @@ def test_serve_says_ready_only_once_readyz_answers(api_repo: Path, tmp_path: Pat
 
 
 def test_workers_share_keep_alive_connections(api_repo: Path) -> None:
-    """Eight keep-alive connections opened at once on a two-worker server end up four and
-    four (within api.balance.SLACK): the worker holding too many answers with
-    ``Connection: close``, and a client that honours it (http.client) reconnects."""
+    """Eight keep-alive connections opened at once on a two-worker server: the worker
+    holding more than its share answers with ``Connection: close``, a client that honours
+    it (http.client) reconnects without an error, and while the shed connections come
+    back to the same (idle) worker it sheds ever less often: no reconnect storm. (How
+    even the spread gets under load is bench/api.py's to measure.)"""
     import http.client
 
     import psutil
@@ -503,37 +529,41 @@ def test_workers_share_keep_alive_connections(api_repo: Path) -> None:
 
     srv = start_server(api_repo, "--workers", "2")
     host, port = srv.url.removeprefix("http://").split(":")
-    try:
-        conns = [http.client.HTTPConnection(host, int(port), timeout=60) for _ in range(8)]
-        for conn in conns:
-            conn.connect()
-        closes = 0
-        for _ in range(12):  # rounds, until one in which no connection was closed
-            closed = 0
-            for conn in conns:
-                conn.request("GET", "/healthz")
-                reply = conn.getresponse()
-                assert reply.status == 200 and reply.read()
-                closed += reply.getheader("connection", "").lower() == "close"
-            closes += closed
-            if not closed:
-                break
-        else:
-            pytest.fail(f"connections were still being closed after 12 rounds ({closes})")
+
+    def held() -> list[int]:
         workers = [
             p
             for p in psutil.Process(srv.process.pid).children()
             if "resource_tracker" not in " ".join(p.cmdline())
         ]
-        held = [
+        return [
             sum(
                 c.status == psutil.CONN_ESTABLISHED and c.laddr.port == int(port)
                 for c in w.net_connections("tcp")
             )
             for w in workers
         ]
-        assert len(held) == 2 and sum(held) == 8, held
-        assert max(held) - min(held) <= SLACK, (held, closes)
+
+    try:
+        conns = [http.client.HTTPConnection(host, int(port), timeout=60) for _ in range(8)]
+        for conn in conns:
+            conn.connect()
+        time.sleep(0.5)  # accepted
+        before = held()
+        assert len(before) == 2 and sum(before) == 8, before
+        closes = answers = 0
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            for conn in conns:
+                conn.request("GET", "/healthz")
+                reply = conn.getresponse()
+                assert reply.status == 200 and reply.read()
+                answers += 1
+                closes += reply.getheader("connection", "").lower() == "close"
+        if max(before) - min(before) >= SLACK:
+            assert closes >= 1, before
+        # one per 50 ms at most, the gap doubling while they come back: about 7 in 3 s
+        assert closes <= 12, (closes, answers, before, held())
         for conn in conns:
             conn.close()
     finally:

@@ -161,11 +161,12 @@ class VectorSearchRequest(BaseModel):
     filters: Filters | None = None
     include_embedding: StrictBool = False
 
-    @field_validator("vector")
+    @field_validator("vector", mode="before")
     @classmethod
-    def _shape(cls, value: list[float]) -> list[float]:
-        # Finiteness is checked per value by pydantic-core (FiniteFloat), in Rust.
-        if len(value) != EMBEDDING_DIM:
+    def _shape(cls, value: Any) -> Any:
+        # The length first, so that a million NaNs are one error, not a million; then
+        # pydantic-core checks each value (FiniteFloat), in Rust.
+        if isinstance(value, list | tuple) and len(value) != EMBEDDING_DIM:
             raise ValueError(f"must have {EMBEDDING_DIM} values, got {len(value)}")
         return value
 

@@ -128,21 +128,22 @@ def _value(value: Any, kind: Kind, key: str) -> str | float:
     if kind == "text":
         if isinstance(value, str):
             return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(int(value)) if float(value).is_integer() else str(value)
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, float):
+            return str(int(value)) if value.is_integer() else str(value)
         raise FilterError(f"filter on {key}: {value!r} is not text ({key} holds text)")
     if kind == "number":
         number: float | None = None
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):
-            try:
+        try:
+            if isinstance(value, int | float | str) and not isinstance(value, bool):
                 number = float(value)
-            except ValueError:
-                number = None
+        except (ValueError, OverflowError):  # "abc"; an integer beyond float's range
+            number = None
         if number is None or not math.isfinite(number):
+            shown = f"{str(value)[:40]}..." if len(str(value)) > 40 else repr(value)
             raise FilterError(
-                f"filter on {key}: {value!r} is not a finite number ({key} holds numbers)"
+                f"filter on {key}: {shown} is not a finite number ({key} holds numbers)"
             )
         return number
     if isinstance(value, bool):
