@@ -37,6 +37,8 @@ from hear_features import __version__
 log = logging.getLogger(__name__)
 
 UPLOAD_PATHS = ("/v1/search/audio",)
+#: The garbage collector's thresholds while a worker serves (generation 0, 1, 2).
+GC_THRESHOLDS = (50_000, 20, 10)
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -56,6 +58,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         # TensorFlow, Feast and FAISS leave hundreds of thousands of long-lived objects;
         # without this, each full garbage collection walks them all, pausing requests.
         gc.freeze()
+        # A request allocates a few hundred container objects, most gone when it ends; at
+        # the default threshold (700) the youngest generation was collected every couple
+        # of requests, walking the objects of every request in flight each time. Measured
+        # at 16 clients: about 7% of a worker's CPU (BENCHMARKS.md, the API at 16 clients).
+        thresholds = gc.get_threshold()
+        gc.set_threshold(*GC_THRESHOLDS)
         log.info(
             "ready: %d vectors, encoder %s",
             worker.index_vectors,
@@ -64,6 +72,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            gc.set_threshold(*thresholds)
             await worker.stop()
 
     app = FastAPI(

@@ -92,6 +92,13 @@ def _may_show(sees: frozenset[Sensitive], own: frozenset[str], name: str) -> boo
     return kind is None or kind in sees
 
 
+@functools.lru_cache(maxsize=256)
+def _shown(sees: frozenset[Sensitive], own: frozenset[str], names: tuple[str, ...]) -> tuple[str, ...]:
+    """Which of ``names`` such a caller gets, in order: every hit of a search has the same
+    feature names, so :meth:`Disclosure.fields` decides once per key and set of names."""
+    return tuple(name for name in names if _may_show(sees, own, name))
+
+
 @dataclass(frozen=True)
 class Disclosure:
     """The fields of stored clips that one caller may see.
@@ -120,8 +127,8 @@ class Disclosure:
     def fields(self, features: Mapping[str, Any]) -> dict[str, Any]:
         """``features`` less what this caller may not see; ``audio_uri`` becomes ``path``
         for callers allowed to see paths."""
-        sees, own = self.caller.sees, self.own
-        out = {name: value for name, value in features.items() if _may_show(sees, own, name)}
+        sees = self.caller.sees
+        out = {name: features[name] for name in _shown(sees, self.own, tuple(features))}
         if "audio_uri" in features and Sensitive.path in sees:
             out[PATH] = self.relative_path(features["audio_uri"])
         return out

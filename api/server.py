@@ -13,7 +13,8 @@ own, :class:`~hear_features.api.worker.Worker`).
 The protocol class is named to uvicorn by import path, so every worker process gets it;
 it reads its timeout from ``HEAR_API_HEADER_TIMEOUT_S`` (``hear-features serve`` sets it).
 With several workers it also keeps their keep-alive connections even
-(:mod:`hear_features.api.balance`).
+(:mod:`hear_features.api.balance`), and it sends each response's head and body in one
+write (:class:`CoalescingTransport`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,53 @@ def header_timeout_s() -> float:
         return DEFAULT_HEADER_TIMEOUT_S
 
 
+class CoalescingTransport:
+    """A transport that sends what one event-loop step wrote in one piece.
+
+    uvicorn writes a response's status line and headers, then its body, each with its own
+    ``write``: two system calls, and on a keep-alive connection two wake-ups of the
+    client (on loopback the writer also pays for the reader's TCP work). Writes made in
+    the same step of the event loop (a response that fits in one body message makes both
+    in one step) are joined and written once, by a callback that runs right after that
+    step; a streamed body still goes out chunk by chunk, as its chunks arrive."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(bytes(data))
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()  # what was written before close() still goes out, as with any transport
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class HeaderTimeoutProtocol(_Fast):
     """uvicorn's HTTP protocol, closing connections that are slow to send headers."""
 
@@ -58,7 +106,7 @@ class HeaderTimeoutProtocol(_Fast):
         self._counted = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         if self._table is not None:
             self._table.opened()
             self._counted = True

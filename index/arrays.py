@@ -94,6 +94,13 @@ def check_vectors(vectors: Any, metric: Metric, what: str = "query vector") -> n
         x = x[None, :]
     if x.ndim != 2 or x.shape[1] == 0:
         raise InputShapeError(f"a {what} must be a flat list of numbers, got shape {list(x.shape)}")
+    # One pass decides for the usual, valid queries (a NaN, an infinity or a value beyond
+    # float32's range makes its row's squared norm NaN or too large); the passes below
+    # only say what is wrong. Every search checks its queries, so this is on the hot path.
+    squared = np.einsum("ij,ij->i", x, x)
+    lowest = _F32_TINY if metric is Metric.COSINE else -1.0
+    if ((squared > lowest) & (squared < _F32_MAX)).all():
+        return np.ascontiguousarray(x, dtype=np.float32)
     finite = np.asarray(np.isfinite(x).all(axis=1))
     squared = np.full(len(x), np.inf)
     squared[finite] = np.einsum("ij,ij->i", x[finite], x[finite])
