@@ -93,7 +93,9 @@ def _may_show(sees: frozenset[Sensitive], own: frozenset[str], name: str) -> boo
 
 
 @functools.lru_cache(maxsize=256)
-def _shown(sees: frozenset[Sensitive], own: frozenset[str], names: tuple[str, ...]) -> tuple[str, ...]:
+def _shown(
+    sees: frozenset[Sensitive], own: frozenset[str], names: tuple[str, ...]
+) -> tuple[str, ...]:
     """Which of ``names`` such a caller gets, in order: every hit of a search has the same
     feature names, so :meth:`Disclosure.fields` decides once per key and set of names."""
     return tuple(name for name in names if _may_show(sees, own, name))
