@@ -34,6 +34,7 @@ def launch(
     *args: str,
     env: dict[str, str] | None = None,
     timeout_s: float = 180.0,
+    cwd: Path | None = None,
 ) -> tuple[subprocess.Popen[str], str]:
     """Start ``hear-features serve --repo REPO`` on a free port; return it and its URL.
 
@@ -41,7 +42,8 @@ def launch(
     ``HEAR_API_*`` settings are not inherited unless given, so the repository's own
     configuration applies. Per-key rate limits are off unless ``env`` sets
     ``HEAR_API_RATE_PER_S``: a test or benchmark that sends requests as fast as it can
-    would otherwise measure the limiter.
+    would otherwise measure the limiter. ``cwd``: where the child starts (``python -m``
+    imports from there first: bench/api_compare.py serves another revision's package).
     """
     port = free_port()
     child_env = {
@@ -68,6 +70,7 @@ def launch(
             *args,
         ],
         env=child_env,
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=log,
         text=True,
