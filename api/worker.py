@@ -6,7 +6,9 @@ process that forks after FAISS or OpenMP work can hang, so nothing of this exist
 before. Routers reach it through :data:`hear_features.api.deps.WorkerDep`.
 
 Blocking work (decoding, encoding, search, Feast retrieval) runs in threads, at most
-``settings.concurrency`` at a time, so the event loop keeps answering.
+``settings.concurrency`` at a time, so the event loop keeps answering; batches of
+unfiltered searches run on the loop itself while they take a few milliseconds at most
+(:class:`~hear_features.api.batching.SearchBatcher`).
 """
 
 from __future__ import annotations

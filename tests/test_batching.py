@@ -61,3 +61,31 @@ def test_an_error_reaches_every_request_of_the_batch() -> None:
     assert len(results) == 5
     for result in results:
         assert isinstance(result, ValueError) and "index went away" in str(result)
+
+
+def test_quick_batches_run_on_the_event_loop_and_slow_ones_in_a_thread() -> None:
+    """While batches are quick they skip the thread hop; after a slow one (a large or
+    memory-mapped index), batches go to a thread until their average is quick again."""
+    import threading
+    import time
+
+    durations = iter([0.0, 0.02, 0.0, 0.0, 0.0])
+    ran_on: list[bool] = []  # True: on the event loop's own thread
+
+    def search(queries: np.ndarray, k: int) -> list[list[int]]:
+        ran_on.append(threading.current_thread() is threading.main_thread())
+        time.sleep(next(durations))
+        return [[0] * k for _ in queries]
+
+    async def main() -> None:
+        batcher = SearchBatcher(search, inline_ms=3.0)
+        batcher.start()
+        try:
+            for _ in range(5):  # one at a time: each is a batch of its own
+                assert await batcher.nearest(np.zeros(4, np.float32), 2) == [0, 0]
+        finally:
+            await batcher.stop()
+
+    asyncio.run(main())
+    # average after each batch: ~0, 4 ms (20 ms weighted 0.2), 3.2 ms, 2.6 ms
+    assert ran_on == [True, True, False, False, True]
