@@ -9,8 +9,8 @@ collects jobs (for up to ``wait_ms``, or just those already waiting when ``wait_
 - :class:`SearchBatcher`: unfiltered vector searches share one FAISS search and one
   SQLite read. It does not wait: at low load each search runs alone; under load the
   searches that queued during the previous call go together, which costs less per
-  query than separate calls. While its batches are quick it runs them on the event
-  loop itself, without a thread (:class:`SearchBatcher` says why).
+  query than separate calls. A batch expected to be quick runs on the event loop
+  itself, without a thread (:class:`SearchBatcher` says when and why).
 """
 
 from __future__ import annotations
@@ -129,39 +129,59 @@ class EncoderBatcher(_MicroBatcher[np.ndarray]):
 
 
 SearchFn = Callable[[np.ndarray, int], list[list[Any]]]
-#: Batches of searches run on the event loop while they take less than this on average
+#: A batch of searches runs on the event loop when it is expected to take less than this
 #: (milliseconds); longer ones run in a thread.
 INLINE_BATCH_MS = 3.0
-#: Weight of the latest batch in the running average of batch durations.
+#: What one query costs besides its hits, in hits (finding its lists and scanning them,
+#: about 20 hits' worth of reading and decoding stored rows at 100k vectors).
+QUERY_COST_IN_HITS = 20
+#: Weight of the latest batch in the running average of the cost per unit of work.
 _SMOOTHING = 0.2
 
 
 class SearchBatcher(_MicroBatcher[list[Any]]):
     """Batches single-vector searches: ``search(queries, k)`` answers each row.
 
-    A batch runs on the event loop itself while batches take under ``inline_ms`` on
-    average (an exponential moving average of their durations), and in a worker thread
-    otherwise. Why not always a thread: on a 2-core machine, handing a batch of 100k
-    vectors (about 1 ms) to a thread and back cost about 0.1 ms of CPU, and a second
-    runnable thread per worker let the scheduler preempt whichever thread held the GIL,
-    stalling every request of that worker; on the loop, p99 at 16 clients was 9% lower
-    and QPS 8% higher (BENCHMARKS.md). Why not always the loop: a large or memory-mapped
-    index can take tens of milliseconds per batch, and the loop must keep answering
-    (health checks, uploads) meanwhile; after one such batch the average moves past
-    ``inline_ms`` and batches go to a thread until they are quick again.
+    A batch runs on the event loop itself when it is expected to take under
+    ``inline_ms``, and in a worker thread otherwise. Its expected time is its work (each
+    query counts :data:`QUERY_COST_IN_HITS` plus its ``k``) times a moving average of the
+    time per unit of work of the batches before; the first batch, and every batch while
+    ``in_loop_ok()`` says no (an index that must first catch up with new vectors, a
+    registry to read again), go to a thread.
+
+    Why not always a thread: on a 2-core machine, handing a batch of 100k vectors (about
+    1 ms) to a thread and back cost about 0.1 ms of CPU, and a second runnable thread per
+    worker let the scheduler preempt whichever thread held the GIL, stalling every
+    request of that worker; on the loop, p99 at 16 clients was 9% lower and QPS 8% higher
+    (BENCHMARKS.md). Why not always the loop: a large k, a large or memory-mapped index,
+    or catching up with a materialisation take tens or hundreds of milliseconds, and the
+    loop must keep answering (health checks, uploads) meanwhile.
     """
 
     def __init__(
-        self, search: SearchFn, *, max_batch: int = 64, inline_ms: float = INLINE_BATCH_MS
+        self,
+        search: SearchFn,
+        *,
+        max_batch: int = 64,
+        inline_ms: float = INLINE_BATCH_MS,
+        in_loop_ok: Callable[[], bool] = lambda: True,
     ) -> None:
         super().__init__(max_batch=max_batch, wait_ms=0.0)
         self.search = search
         self.inline_s = inline_ms / 1000
-        self.typical_s = 0.0
-        """The moving average of batch durations (seconds)."""
+        self.in_loop_ok = in_loop_ok
+        self.per_unit_s: float | None = None
+        """Moving average of seconds per unit of work (None before the first batch)."""
+
+    def expected_s(self, payloads: list[Any]) -> float | None:
+        """How long a batch of these searches should take (None: not known yet)."""
+        if self.per_unit_s is None:
+            return None
+        return self.per_unit_s * sum(QUERY_COST_IN_HITS + k for _, k in payloads)
 
     async def call(self, payloads: list[Any]) -> Sequence[list[Any]]:
-        if self.typical_s < self.inline_s:
+        expected = self.expected_s(payloads)
+        if expected is not None and expected < self.inline_s and self.in_loop_ok():
             return self._timed(payloads)
         return await run_in_threadpool(self._timed, payloads)
 
@@ -170,8 +190,10 @@ class SearchBatcher(_MicroBatcher[list[Any]]):
         try:
             return self.run_batch(payloads)
         finally:
-            took = time.perf_counter() - start
-            self.typical_s += _SMOOTHING * (took - self.typical_s)
+            units = sum(QUERY_COST_IN_HITS + k for _, k in payloads)
+            took = (time.perf_counter() - start) / units
+            last = self.per_unit_s
+            self.per_unit_s = took if last is None else last + _SMOOTHING * (took - last)
 
     async def nearest(self, vector: np.ndarray, k: int) -> list[Any]:
         return await self.submit((vector, k))

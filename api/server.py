@@ -72,6 +72,11 @@ class CoalescingTransport:
         for line in lines:
             self.write(line)
 
+    def flush(self) -> None:
+        """Write what is held now (before the transport closes on its own: a client's
+        half-close makes asyncio close it without a call to :meth:`close`)."""
+        self._flush()
+
     def _flush(self) -> None:
         if not self._pending:
             return
@@ -111,6 +116,13 @@ class HeaderTimeoutProtocol(_Fast):
             self._table.opened()
             self._counted = True
         self._arm_header_timer()
+
+    def eof_received(self) -> None:  # type: ignore[override]
+        # The client will send nothing more (it half-closed its socket), and the transport
+        # closes as soon as this returns: a response already written goes out first.
+        if isinstance(self.transport, CoalescingTransport):
+            self.transport.flush()
+        super().eof_received()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

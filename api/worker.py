@@ -7,7 +7,7 @@ before. Routers reach it through :data:`hear_features.api.deps.WorkerDep`.
 
 Blocking work (decoding, encoding, search, Feast retrieval) runs in threads, at most
 ``settings.concurrency`` at a time, so the event loop keeps answering; batches of
-unfiltered searches run on the loop itself while they take a few milliseconds at most
+unfiltered searches expected to take a few milliseconds at most run on the loop itself
 (:class:`~hear_features.api.batching.SearchBatcher`).
 """
 
@@ -64,7 +64,9 @@ class Worker:
         self.search = ClipSearch(self.store, threads=1)
         self.encoder: HearEncoder | None = None
         self.encoder_batcher: EncoderBatcher | None = None
-        self.search_batcher = SearchBatcher(self._search_unfiltered)
+        self.search_batcher = SearchBatcher(
+            self._search_unfiltered, in_loop_ok=self.search.is_fresh
+        )
         self.index_vectors = 0
         self.ready = False
         self.detail: str | None = "starting"

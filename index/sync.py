@@ -127,6 +127,11 @@ class IndexSync:
                 self._catch_up()
             return self.index
 
+    def behind(self) -> bool:
+        """Whether :meth:`current` would first load the index or apply committed changes
+        (one indexed ``MAX(seq)`` query; a hint, read without the lock)."""
+        return self.index is None or self.feed.latest_seq() > self.applied_seq
+
     def stored_dim(self) -> int | None:
         """The length of the stored vectors (None while there are none)."""
         index = self.current()

@@ -64,28 +64,44 @@ def test_an_error_reaches_every_request_of_the_batch() -> None:
 
 
 def test_quick_batches_run_on_the_event_loop_and_slow_ones_in_a_thread() -> None:
-    """While batches are quick they skip the thread hop; after a slow one (a large or
-    memory-mapped index), batches go to a thread until their average is quick again."""
+    """The first batch runs in a thread; batches expected to be quick skip the thread hop;
+    after a slow one (a large or memory-mapped index), batches go to a thread until the
+    average is quick again; a batch with a large k, or one while the index is not fresh,
+    goes to a thread whatever the average."""
     import threading
     import time
 
-    durations = iter([0.0, 0.02, 0.0, 0.0, 0.0])
+    slow = {"next": False}
+    fresh = {"now": True}
     ran_on: list[bool] = []  # True: on the event loop's own thread
 
     def search(queries: np.ndarray, k: int) -> list[list[int]]:
         ran_on.append(threading.current_thread() is threading.main_thread())
-        time.sleep(next(durations))
+        time.sleep(0.2 if slow["next"] else 0.001)
+        slow["next"] = False
         return [[0] * k for _ in queries]
 
     async def main() -> None:
-        batcher = SearchBatcher(search, inline_ms=3.0)
+        batcher = SearchBatcher(search, inline_ms=20.0, in_loop_ok=lambda: fresh["now"])
         batcher.start()
+
+        async def one(k: int = 2) -> bool:
+            assert await batcher.nearest(np.zeros(4, np.float32), k) == [0] * k
+            return ran_on[-1]
+
         try:
-            for _ in range(5):  # one at a time: each is a batch of its own
-                assert await batcher.nearest(np.zeros(4, np.float32), 2) == [0, 0]
+            assert await one() is False  # nothing measured yet: a thread
+            assert await one() is True  # about 1 ms expected: the loop
+            assert await one(k=5000) is False  # 5020 units of work: too long for the loop
+            fresh["now"] = False
+            assert await one() is False  # the index must catch up first: a thread
+            fresh["now"] = True
+            slow["next"] = True
+            assert await one() is True  # still expected quick; it takes 200 ms
+            assert await one() is False  # now expected slow: a thread
+            back = [await one() for _ in range(30)]
+            assert True in back  # quick again: back on the loop
         finally:
             await batcher.stop()
 
     asyncio.run(main())
-    # average after each batch: ~0, 4 ms (20 ms weighted 0.2), 3.2 ms, 2.6 ms
-    assert ran_on == [True, True, False, False, True]

@@ -1102,6 +1102,29 @@ def test_requests_that_are_not_valid_http_get_a_json_400(site: Site) -> None:
         }
 
 
+def test_a_client_that_half_closes_after_its_request_gets_the_answer(site: Site) -> None:
+    """Send a request, then shut the socket for writing (as ``curl`` and HTTP/1.0-style
+    clients may): the transport closes on the end of input, and a response already
+    written (head and body are held until the end of a loop step, to go out in one write)
+    must still be sent first."""
+    host, port = site.url.removeprefix("http://").split(":")
+    for path in ("/healthz", "/v1/no-such-route"):
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            s.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith((b"HTTP/1.1 200 ", b"HTTP/1.1 404 ")), (path, answer)
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        assert len(body) == length and json.loads(body), (path, answer)
+
+
 def raw_exchange(site: Site, request: bytes) -> tuple[bytes, bytes]:
     """Send raw bytes (what an HTTP client would refuse to send) and read the answer to
     the end (these answers close the connection): its head and its body."""

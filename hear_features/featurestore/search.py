@@ -237,6 +237,18 @@ class ClipSearch:
         """The model that made the stored vectors (``unknown`` before any write)."""
         return self._current().bound.sync.model_id
 
+    def is_fresh(self) -> bool:
+        """Whether a search can start at once: the registry is as last read and the index
+        holds every committed change (a ``stat`` and one indexed query). Otherwise the
+        next search first reads the registry again or catches up with new vectors, which
+        can take long: callers that must not wait (an event loop) search in a thread."""
+        state = self._state
+        return (
+            state is not None
+            and state.token == self._watch.token()
+            and not state.bound.sync.behind()
+        )
+
     def refresh(self) -> int:
         """Apply what other processes wrote since the last look; the number of vectors."""
         index = self._current().bound.sync.current()
