@@ -238,16 +238,12 @@ class ClipSearch:
         return self._current().bound.sync.model_id
 
     def is_fresh(self) -> bool:
-        """Whether a search can start at once: the registry is as last read and the index
-        holds every committed change (a ``stat`` and one indexed query). Otherwise the
-        next search first reads the registry again or catches up with new vectors, which
-        can take long: callers that must not wait (an event loop) search in a thread."""
+        """Whether a search can start at once: the registry as last read, the index with every
+        committed change (else it catches up first, which can take long). A stat, a query."""
         state = self._state
-        return (
-            state is not None
-            and state.token == self._watch.token()
-            and not state.bound.sync.behind()
-        )
+        if state is None or state.token != self._watch.token():
+            return False
+        return not state.bound.sync.behind()
 
     def refresh(self) -> int:
         """Apply what other processes wrote since the last look; the number of vectors."""
