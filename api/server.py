@@ -117,7 +117,7 @@ class HeaderTimeoutProtocol(_Fast):
             self._counted = True
         self._arm_header_timer()
 
-    def eof_received(self) -> None:  # type: ignore[override]
+    def eof_received(self) -> None:
         # The client will send nothing more (it half-closed its socket), and the transport
         # closes as soon as this returns: a response already written goes out first.
         if isinstance(self.transport, CoalescingTransport):
@@ -143,7 +143,7 @@ class HeaderTimeoutProtocol(_Fast):
         # like every other refusal. (httptools' protocol; h11's keeps the plain one.)
         if app is service_unavailable:
             app = _json_service_unavailable
-        if self._counted and cycle.keep_alive and self._table.should_shed(self.loop.time()):  # type: ignore[union-attr]
+        if self._counted and cycle.keep_alive and self._table.should_shed(self.loop.time()):
             # More than this worker's share of connections: this answer says
             # "Connection: close", and the client reconnects (api.balance). It no longer
             # counts here, so that one connection leaves for each one too many.
