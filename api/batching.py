@@ -177,7 +177,7 @@ class SearchBatcher(_MicroBatcher[list[Any]]):
         """How long a batch of these searches should take (None: not known yet)."""
         if self.per_unit_s is None:
             return None
-        return self.per_unit_s * sum(QUERY_COST_IN_HITS + k for _, k in payloads)
+        return self.per_unit_s * _work(payloads)
 
     async def call(self, payloads: list[Any]) -> Sequence[list[Any]]:
         expected = self.expected_s(payloads)
@@ -190,8 +190,7 @@ class SearchBatcher(_MicroBatcher[list[Any]]):
         try:
             return self.run_batch(payloads)
         finally:
-            units = sum(QUERY_COST_IN_HITS + k for _, k in payloads)
-            took = (time.perf_counter() - start) / units
+            took = (time.perf_counter() - start) / _work(payloads)
             last = self.per_unit_s
             self.per_unit_s = took if last is None else last + _SMOOTHING * (took - last)
 
@@ -203,3 +202,8 @@ class SearchBatcher(_MicroBatcher[list[Any]]):
         widest = max(k for _, k in payloads)
         answers = self.search(queries, widest)
         return [hits[:k] for hits, (_, k) in zip(answers, payloads, strict=True)]
+
+
+def _work(payloads: list[Any]) -> int:
+    """Units of work of a batch of ``(vector, k)`` searches (see :class:`SearchBatcher`)."""
+    return sum(QUERY_COST_IN_HITS + k for _, k in payloads)

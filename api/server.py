@@ -65,7 +65,7 @@ class CoalescingTransport:
 
     def write(self, data: bytes) -> None:
         if not self._pending:
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
         self._pending.append(bytes(data))
 
     def writelines(self, lines: Any) -> None:
@@ -73,11 +73,8 @@ class CoalescingTransport:
             self.write(line)
 
     def flush(self) -> None:
-        """Write what is held now (before the transport closes on its own: a client's
-        half-close makes asyncio close it without a call to :meth:`close`)."""
-        self._flush()
-
-    def _flush(self) -> None:
+        """Write what is held now (also called before the transport closes on its own: a
+        client's half-close makes asyncio close it without a call to :meth:`close`)."""
         if not self._pending:
             return
         data = b"".join(self._pending)
@@ -86,7 +83,7 @@ class CoalescingTransport:
             self._transport.write(data)
 
     def close(self) -> None:
-        self._flush()  # what was written before close() still goes out, as with any transport
+        self.flush()  # what was written before close() still goes out, as with any transport
         self._transport.close()
 
     def abort(self) -> None:
