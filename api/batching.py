@@ -130,8 +130,10 @@ class EncoderBatcher(_MicroBatcher[np.ndarray]):
 
 SearchFn = Callable[[np.ndarray, int], list[list[Any]]]
 #: A batch of searches runs on the event loop when it is expected to take less than this
-#: (milliseconds); longer ones run in a thread.
-INLINE_BATCH_MS = 3.0
+#: (milliseconds); longer ones run in a thread. 10 ms: a batch of 16 queries at k=10 on
+#: a slow afternoon of a 2-core machine (0.55 ms a query at 100k vectors), and far below
+#: what a large k or a catch-up with new vectors takes (tens to hundreds of milliseconds).
+INLINE_BATCH_MS = 10.0
 #: What one query costs besides its hits, in hits (finding its lists and scanning them,
 #: about 20 hits' worth of reading and decoding stored rows at 100k vectors).
 QUERY_COST_IN_HITS = 20
@@ -148,6 +150,12 @@ class SearchBatcher(_MicroBatcher[list[Any]]):
     time per unit of work of the batches before; the first batch, and every batch while
     ``in_loop_ok()`` says no (an index that must first catch up with new vectors, a
     registry to read again), go to a thread.
+
+    What a batch is charged: on the loop, its wall time (what it kept the loop from
+    doing); in a thread, the CPU time of that thread. A thread's wall time also counts its
+    waits for the GIL, which the loop holds while it parses and answers other requests: on
+    a busy server that made every batch look two or three times dearer than it was, and
+    once batches went to threads they never came back.
 
     Why not always a thread: on a 2-core machine, handing a batch of 100k vectors (about
     1 ms) to a thread and back cost about 0.1 ms of CPU, and a second runnable thread per
@@ -182,15 +190,15 @@ class SearchBatcher(_MicroBatcher[list[Any]]):
     async def call(self, payloads: list[Any]) -> Sequence[list[Any]]:
         expected = self.expected_s(payloads)
         if expected is not None and expected < self.inline_s and self.in_loop_ok():
-            return self._timed(payloads)
-        return await run_in_threadpool(self._timed, payloads)
+            return self._timed(payloads, time.perf_counter)
+        return await run_in_threadpool(self._timed, payloads, time.thread_time)
 
-    def _timed(self, payloads: list[Any]) -> list[list[Any]]:
-        start = time.perf_counter()
+    def _timed(self, payloads: list[Any], clock: Callable[[], float]) -> list[list[Any]]:
+        start = clock()
         try:
             return self.run_batch(payloads)
         finally:
-            took = (time.perf_counter() - start) / _work(payloads)
+            took = (clock() - start) / _work(payloads)
             last = self.per_unit_s
             self.per_unit_s = took if last is None else last + _SMOOTHING * (took - last)
 

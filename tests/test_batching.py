@@ -67,18 +67,23 @@ def test_quick_batches_run_on_the_event_loop_and_slow_ones_in_a_thread() -> None
     """The first batch runs in a thread; batches expected to be quick skip the thread hop;
     after a slow one (a large or memory-mapped index), batches go to a thread until the
     average is quick again; a batch with a large k, or one while the index is not fresh,
-    goes to a thread whatever the average."""
+    goes to a thread whatever the average. A batch in a thread is charged its CPU time,
+    not the time it waited (for the GIL, in the real server)."""
     import threading
     import time
 
-    slow = {"next": False}
+    cost = {"next": 0.001}  # seconds of CPU the next batch burns
+    waits = {"next": 0.0}  # seconds the next batch waits without CPU
     fresh = {"now": True}
     ran_on: list[bool] = []  # True: on the event loop's own thread
 
     def search(queries: np.ndarray, k: int) -> list[list[int]]:
         ran_on.append(threading.current_thread() is threading.main_thread())
-        time.sleep(0.2 if slow["next"] else 0.001)
-        slow["next"] = False
+        end = time.thread_time() + cost["next"]
+        while time.thread_time() < end:
+            pass
+        time.sleep(waits["next"])
+        cost["next"], waits["next"] = 0.001, 0.0
         return [[0] * k for _ in queries]
 
     async def main() -> None:
@@ -94,9 +99,11 @@ def test_quick_batches_run_on_the_event_loop_and_slow_ones_in_a_thread() -> None
             assert await one() is True  # about 1 ms expected: the loop
             assert await one(k=5000) is False  # 5020 units of work: too long for the loop
             fresh["now"] = False
+            waits["next"] = 0.3
             assert await one() is False  # the index must catch up first: a thread
             fresh["now"] = True
-            slow["next"] = True
+            assert await one() is True  # 1 ms of CPU and 300 ms of waiting: charged 1 ms
+            cost["next"] = 0.2
             assert await one() is True  # still expected quick; it takes 200 ms
             assert await one() is False  # now expected slow: a thread
             back = [await one() for _ in range(30)]
