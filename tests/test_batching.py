@@ -112,3 +112,49 @@ def test_quick_batches_run_on_the_event_loop_and_slow_ones_in_a_thread() -> None
             await batcher.stop()
 
     asyncio.run(main())
+
+
+def test_under_load_a_batch_waits_for_as_many_searches_as_recent_batches_held() -> None:
+    """Searches that arrive a little apart share a batch once batches have been large;
+    at low load (recent batches of one) a search runs at once; a batch waits at most
+    ``gather_ms``."""
+    import time
+
+    sizes: list[int] = []
+
+    def search(queries: np.ndarray, k: int) -> list[list[int]]:
+        sizes.append(len(queries))
+        return [[0] * k for _ in queries]
+
+    async def main() -> None:
+        batcher = SearchBatcher(search, gather_ms=300.0)
+        batcher.start()
+        vec = np.zeros(4, np.float32)
+
+        async def later(delay_s: float) -> list[int]:
+            await asyncio.sleep(delay_s)
+            return await batcher.nearest(vec, 1)
+
+        try:
+            start = time.perf_counter()
+            await batcher.nearest(vec, 1)  # nothing before it: no wait
+            assert time.perf_counter() - start < 0.15
+            await asyncio.gather(*(batcher.nearest(vec, 1) for _ in range(4)))
+            assert sizes == [1, 4]
+            # two now and two 50 ms later: one batch of four, not two of two
+            await asyncio.gather(later(0), later(0), later(0.05), later(0.05))
+            assert sizes == [1, 4, 4]
+            # a lone search waits for the others, at most gather_ms
+            start = time.perf_counter()
+            await batcher.nearest(vec, 1)
+            assert 0.25 < time.perf_counter() - start < 2.0
+            assert sizes == [1, 4, 4, 1]
+            for _ in range(3):  # batches of one for a while: low load
+                await batcher.nearest(vec, 1)
+            start = time.perf_counter()
+            await batcher.nearest(vec, 1)
+            assert time.perf_counter() - start < 0.15
+        finally:
+            await batcher.stop()
+
+    asyncio.run(main())
