@@ -146,8 +146,9 @@ INLINE_BATCH_MS = 10.0
 QUERY_COST_IN_HITS = 20
 #: Weight of the latest batch in the running average of the cost per unit of work.
 _SMOOTHING = 0.2
-#: How long a batch of searches may wait for more searches (milliseconds).
-GATHER_MS = 1.0
+#: How long a batch of searches may wait for more searches (milliseconds). At 16 clients
+#: on two workers 2 ms beat 1 ms (p99 x0.80 and x0.92 in two runs) and 4 ms (x0.97).
+GATHER_MS = 2.0
 #: How many recent batches say what size is worth waiting for (their largest).
 _RECENT_BATCHES = 4
 
