@@ -7,7 +7,7 @@ before. Routers reach it through :data:`hear_features.api.deps.WorkerDep`.
 
 Blocking work (decoding, encoding, search, Feast retrieval) runs in threads, at most
 ``settings.concurrency`` at a time, so the event loop keeps answering; batches of
-unfiltered searches expected to take a few milliseconds at most run on the loop itself
+unfiltered searches expected to take under 10 ms run on the loop itself
 (:class:`~hear_features.api.batching.SearchBatcher`).
 """
 
