@@ -37,8 +37,11 @@ except ImportError:  # pragma: no cover
 #: The environment variable that carries the timeout to every worker process.
 HEADER_TIMEOUT_ENV = "HEAR_API_HEADER_TIMEOUT_S"
 DEFAULT_HEADER_TIMEOUT_S = 10.0
-#: Largest request head (request line + headers) h11 buffers before answering 431/400.
+#: Largest request head (request line + headers) buffered before the request is refused
+#: (h11: 400 by uvicorn; httptools: 431 by :class:`HeaderTimeoutProtocol`).
 MAX_HEADER_BYTES = 16 * 1024
+#: End of a request head.
+_HEAD_END = b"\r\n\r\n"
 
 
 def header_timeout_s() -> float:
@@ -106,6 +109,9 @@ class HeaderTimeoutProtocol(_Fast):
         self._header_timer: asyncio.TimerHandle | None = None
         self._table = worker_table()
         self._counted = False
+        # Bytes of the request head so far (None: in a body, or h11, which bounds heads).
+        self._head_bytes: int | None = None if _Fast is H11Protocol else 0
+        self._tail = b""  # the last 3 bytes received, for an end of head split in two
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
@@ -120,6 +126,29 @@ class HeaderTimeoutProtocol(_Fast):
         if isinstance(self.transport, CoalescingTransport):
             self.transport.flush()
         super().eof_received()
+
+    def data_received(self, data: bytes) -> None:
+        # httptools buffers a request head whole, however long (uvicorn bounds heads only
+        # for h11): 50 MB of headers were read, held and parsed, stalling the worker.
+        if self._head_bytes is not None:
+            self._head_bytes += _head_part(self._tail, data)
+            if self._head_bytes > MAX_HEADER_BYTES:
+                self._refuse(
+                    b"431 Request Header Fields Too Large",
+                    "HeadersTooLarge",
+                    f"the request line and headers exceed {MAX_HEADER_BYTES} bytes",
+                )
+                return
+        self._tail = (self._tail + data[-3:])[-3:]
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._head_bytes = None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._head_bytes = 0  # the next request's head starts here
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -151,8 +180,12 @@ class HeaderTimeoutProtocol(_Fast):
     def send_400_response(self, msg: str) -> None:
         # A request that is not valid HTTP (a bad Content-Length, an unknown method) is
         # answered by uvicorn itself, in plain text; ours is JSON like every refusal.
-        body = json.dumps(error_body("BadRequest", f"not a valid HTTP/1.1 request: {msg}")).encode()
-        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        self._refuse(b"400 Bad Request", "BadRequest", f"not a valid HTTP/1.1 request: {msg}")
+
+    def _refuse(self, status: bytes, kind: str, message: str) -> None:
+        """Answer ``status`` with a JSON error body and close the connection."""
+        body = json.dumps(error_body(kind, message)).encode()
+        head = [b"HTTP/1.1 " + status + b"\r\n"]
         head += [
             name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
         ]
@@ -183,6 +216,16 @@ class HeaderTimeoutProtocol(_Fast):
             return  # a request is being served: its headers arrived in time
         if not self.transport.is_closing():
             self.transport.close()
+
+
+def _head_part(tail: bytes, data: bytes) -> int:
+    """How many bytes of ``data`` belong to a request head that is not complete yet, given
+    the bytes just before it (``tail``): up to the first blank line, or all of them."""
+    joint = (tail + data[:3]).find(_HEAD_END)
+    if joint >= 0:
+        return joint + len(_HEAD_END) - len(tail)
+    end = data.find(_HEAD_END)
+    return len(data) if end < 0 else end + len(_HEAD_END)
 
 
 _BUSY = json.dumps(
