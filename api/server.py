@@ -109,6 +109,7 @@ class HeaderTimeoutProtocol(_Fast):
         self._header_timer: asyncio.TimerHandle | None = None
         self._table = worker_table()
         self._counted = False
+        self._peer_done = False  # the client half-closed: answer what it sent, then close
         # Bytes of the request head so far (None: in a body, or h11, which bounds heads).
         self._head_bytes: int | None = None if _Fast is H11Protocol else 0
         self._tail = b""  # the last 3 bytes received, for an end of head split in two
@@ -120,12 +121,23 @@ class HeaderTimeoutProtocol(_Fast):
             self._counted = True
         self._arm_header_timer()
 
-    def eof_received(self) -> None:
-        # The client will send nothing more (it half-closed its socket), and the transport
-        # closes as soon as this returns: a response already written goes out first.
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # True: keep writing
+        # The client will send nothing more (it half-closed its socket). uvicorn lets the
+        # transport close at once, losing the answer to a request still being served (a
+        # search in a batch); the connection stays open for writing until the last
+        # request received whole is answered, then closes (a request whose body never
+        # came whole is dropped, as before: its body will not come now). A response
+        # already written goes out first either way.
         if isinstance(self.transport, CoalescingTransport):
             self.transport.flush()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and not cycle.more_body:
+            self._peer_done = True
+            if not self.pipeline:
+                cycle.keep_alive = False  # closes the connection after this answer
+            return True
         super().eof_received()
+        return None
 
     def data_received(self, data: bytes) -> None:
         # httptools buffers a request head whole, however long (uvicorn bounds heads only
@@ -169,6 +181,8 @@ class HeaderTimeoutProtocol(_Fast):
         # like every other refusal. (httptools' protocol; h11's keeps the plain one.)
         if app is service_unavailable:
             app = _json_service_unavailable
+        if self._peer_done and not self.pipeline:
+            cycle.keep_alive = False  # the last request of a client that half-closed
         if self._counted and cycle.keep_alive and self._table.should_shed(self.loop.time()):
             # More than this worker's share of connections: this answer says
             # "Connection: close", and the client reconnects (api.balance). It no longer

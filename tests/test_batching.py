@@ -158,3 +158,29 @@ def test_under_load_a_batch_waits_for_as_many_searches_as_recent_batches_held() 
             await batcher.stop()
 
     asyncio.run(main())
+
+
+def test_a_search_with_a_large_k_does_not_widen_the_others_in_its_batch() -> None:
+    """Queries of one batch are searched at their own k (one call per distinct k), so a
+    client asking for 1,000 neighbours does not make every other query read 1,000 rows."""
+    calls: list[tuple[int, int]] = []
+
+    def search(queries: np.ndarray, k: int) -> list[list[int]]:
+        calls.append((len(queries), k))
+        return [[int(q[0])] * k for q in queries]
+
+    async def main() -> list[list[int]]:
+        batcher = SearchBatcher(search)
+        batcher.start()
+        try:
+            ks = [10, 1000, 10, 10, 3, 1000]
+            return await asyncio.gather(
+                *(batcher.nearest(np.full(4, i, np.float32), k) for i, k in enumerate(ks))
+            )
+        finally:
+            await batcher.stop()
+
+    answers = asyncio.run(main())
+    assert [len(a) for a in answers] == [10, 1000, 10, 10, 3, 1000]
+    assert [a[0] for a in answers] == list(range(6))  # each its own query's answer
+    assert sorted(calls) == [(1, 3), (2, 1000), (3, 10)]

@@ -1104,25 +1104,40 @@ def test_requests_that_are_not_valid_http_get_a_json_400(site: Site) -> None:
 
 def test_a_client_that_half_closes_after_its_request_gets_the_answer(site: Site) -> None:
     """Send a request, then shut the socket for writing (as ``curl`` and HTTP/1.0-style
-    clients may): the transport closes on the end of input, and a response already
-    written (head and body are held until the end of a loop step, to go out in one write)
-    must still be sent first."""
+    clients may): a response already written (head and body are held until the end of a
+    loop step, to go out in one write) must still be sent, and so must the answer to a
+    request still being served (a vector search waiting in its batch), and to every
+    request pipelined before the shutdown; then the server closes."""
     host, port = site.url.removeprefix("http://").split(":")
-    for path in ("/healthz", "/v1/no-such-route"):
+    body = json.dumps({"vector": [0.1] * 512, "k": 5}).encode()
+    search = (
+        f"POST /v1/search/vector HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {READ_KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    cases = {
+        "/healthz": b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "/v1/no-such-route": b"GET /v1/no-such-route HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "search": search,
+        "three searches": search * 3,
+    }
+    for name, request in cases.items():
         with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            s.sendall(request)
             s.shutdown(socket.SHUT_WR)
             answer = b""
             while chunk := s.recv(65536):
                 answer += chunk
-        head, _, body = answer.partition(b"\r\n\r\n")
-        assert head.startswith((b"HTTP/1.1 200 ", b"HTTP/1.1 404 ")), (path, answer)
-        length = next(
-            int(line.split(b":")[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        assert len(body) == length and json.loads(body), (path, answer)
+        for _ in range(request.count(b"HTTP/1.1\r\n")):
+            head, _, rest = answer.partition(b"\r\n\r\n")
+            assert head.startswith((b"HTTP/1.1 200 ", b"HTTP/1.1 404 ")), (name, answer[:300])
+            length = next(
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            assert len(rest) >= length and json.loads(rest[:length]), (name, answer[:300])
+            answer = rest[length:]
+        assert answer == b"", (name, answer[:300])
 
 
 def raw_exchange(site: Site, request: bytes) -> tuple[bytes, bytes]:
