@@ -4,8 +4,9 @@ FastAPI reads a JSON body with ``await request.json()`` (the standard library's
 ``json.loads``) and then validates the result against the route's model. For a vector
 search that parse was about a tenth of the server's work per request: 512 floats as
 Python text. :class:`JsonRoute` hands the routes a :class:`JsonRequest`, whose
-``json()`` parses with ``pydantic_core.from_json`` (about three times faster here) and
-everything else is as before: the same model validation, the same OpenAPI schema.
+``json()`` parses with pydantic-core (:func:`hear_features.json_text.loads`, about three
+times faster here) and everything else is as before: the same model validation, the same
+OpenAPI schema.
 
 Where pydantic-core refuses a body, the standard library parses it again, so a body
 the standard library reads (a lone surrogate escape, a byte-order mark) is still read,
@@ -15,14 +16,14 @@ failures into 422s that say why).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import pydantic_core
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
+
+from hear_features.json_text import loads
 
 #: Where a request keeps its parsed body (Starlette's own ``Request.json`` uses ``_json``).
 _PARSED = "_json"
@@ -34,11 +35,7 @@ class JsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, _PARSED):
             body = await self.body()
-            try:
-                parsed = pydantic_core.from_json(body)
-            except ValueError:
-                parsed = json.loads(body)  # the standard library's answer, or its error
-            setattr(self, _PARSED, parsed)
+            setattr(self, _PARSED, loads(body))
         return getattr(self, _PARSED)
 
 

@@ -19,11 +19,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-import pydantic_core
 from feast.protos.feast.types.Value_pb2 import Map as MapProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import feast_value_type_to_python_type
 from feast.value_type import ValueType
+
+from hear_features.json_text import loads
 
 PREFIX = b"J"
 #: (name, text, number): what a metadata filter compares against.
@@ -92,7 +93,7 @@ def decode(blob: bytes, wanted: Iterable[str] | None = None) -> dict[str, ValueP
         legacy.ParseFromString(blob)
         return {k: v for k, v in legacy.val.items() if keep is None or k in keep}
     out: dict[str, ValueProto] = {}
-    for name, (tag, value) in _load(blob).items():
+    for name, (tag, value) in loads(blob[1:]).items():
         if keep is not None and name not in keep:
             continue
         if tag == "n":
@@ -113,7 +114,7 @@ def decode_plain(blob: bytes, wanted: Iterable[str] | None = None) -> dict[str, 
     if not blob.startswith(PREFIX):
         return {name: python_value(v) for name, v in decode(blob, keep).items()}
     out: dict[str, Any] = {}
-    for name, (tag, value) in _load(blob).items():
+    for name, (tag, value) in loads(blob[1:]).items():
         if keep is not None and name not in keep:
             continue
         if tag == "p":
@@ -152,17 +153,6 @@ def _names(wanted: Iterable[str] | None) -> frozenset[str] | set[str] | None:
     if not wanted:
         return None
     return wanted if isinstance(wanted, frozenset | set) else set(wanted)
-
-
-def _load(blob: bytes) -> dict[str, list[Any]]:
-    """The JSON object of a ``J`` blob. pydantic-core parses one in about a third of the
-    standard library's time (a search reads ten or more per query); what it refuses (a
-    lone surrogate escape, which ``json.dumps`` writes) the standard library reads."""
-    try:
-        doc = pydantic_core.from_json(blob[1:])
-    except ValueError:
-        doc = json.loads(blob[1:].decode())
-    return doc
 
 
 def _dump(doc: dict[str, list[Any]]) -> bytes:
